@@ -1,0 +1,81 @@
+-- mailprov schema. Idempotent: `mailprov migrate` applies it on every release.
+-- Postfix and Dovecot read `domains` and `mailboxes` directly (see README, "Mail stack").
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          bigserial PRIMARY KEY,
+    account_id  bigint NOT NULL REFERENCES accounts (id),
+    -- SHA-256 of the key, hex: keys are random and long, so a fast hash is enough and
+    -- lets auth be one indexed lookup.
+    key_hash    text NOT NULL CONSTRAINT api_keys_key_hash_key UNIQUE,
+    -- the first characters of the key, so operators can name a key without holding it
+    prefix      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_prefix_idx ON api_keys (prefix);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id              bigserial PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES accounts (id),
+    type            text NOT NULL
+                    CHECK (type IN ('domain', 'sub_domain', 'mailbox_single', 'mailbox_bulk')),
+    status          text NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
+    domain          text NOT NULL,
+    -- what the job needs; never a plaintext password (those are hashed before insert)
+    payload         jsonb NOT NULL,
+    results         jsonb NOT NULL DEFAULT '{}',
+    progress_done   integer NOT NULL DEFAULT 0,
+    progress_total  integer NOT NULL,
+    error           text,
+    attempts        integer NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    -- bumped by every write of a running job: the sweeper's sign of life
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS tasks_account_idx ON tasks (account_id, id);
+-- the sweeper only ever looks at unfinished tasks; keep that index tiny
+CREATE INDEX IF NOT EXISTS tasks_unfinished_idx ON tasks (status, updated_at)
+    WHERE status IN ('queued', 'processing');
+
+CREATE TABLE IF NOT EXISTS domains (
+    id                        bigserial PRIMARY KEY,
+    account_id                bigint NOT NULL REFERENCES accounts (id),
+    name                      text NOT NULL CONSTRAINT domains_name_key UNIQUE,
+    parent_id                 bigint REFERENCES domains (id),
+    status                    text NOT NULL DEFAULT 'pending'
+                              CHECK (status IN ('pending', 'active', 'verified', 'failed')),
+    quota_mb                  integer NOT NULL CHECK (quota_mb > 0),
+    max_mailboxes             integer NOT NULL CHECK (max_mailboxes > 0),
+    default_mailbox_quota_mb  integer NOT NULL CHECK (default_mailbox_quota_mb > 0),
+    description               text,
+    active                    boolean NOT NULL DEFAULT true,
+    task_id                   bigint,
+    created_at                timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS domains_account_idx ON domains (account_id, name);
+
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id             bigserial PRIMARY KEY,
+    domain_id      bigint NOT NULL REFERENCES domains (id),
+    local_part     text NOT NULL,
+    address        text NOT NULL CONSTRAINT mailboxes_address_key UNIQUE,
+    -- Dovecot scheme prefix included: {ARGON2ID}$argon2id$v=19$...
+    password_hash  text NOT NULL,
+    display_name   text,
+    quota_mb       integer NOT NULL CHECK (quota_mb > 0),
+    -- ready for Dovecot's userdb `quota_rule` field
+    quota_rule     text GENERATED ALWAYS AS ('*:storage=' || quota_mb || 'M') STORED,
+    active         boolean NOT NULL DEFAULT true,
+    task_id        bigint,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS mailboxes_domain_idx ON mailboxes (domain_id);

@@ -1,0 +1,82 @@
+"""The one error middleware: request ids, the error contract, rate-limit headers.
+
+Every response leaves through here, so every response has an `X-Request-ID`, every error
+has the contract's shape, and nothing internal (a traceback, SQL, a class name) reaches a
+client: anything unexpected is logged with the request id and answered as an opaque 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.errors import ApiError, Unavailable
+from service.state import RATE, REQUEST_ID
+
+log = logging.getLogger("mailprov.web")
+
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# what aiohttp raises itself, in the contract's words
+HTTP_REASONS = {
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+}
+
+# a backing service is down or restarting: the client should retry, it did nothing wrong
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def error_response(status: int, reason: str, extra: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"status": "error", "reason": reason, **(extra or {})},
+                             status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sent = request.headers.get("X-Request-ID", "")
+    request_id = sent if CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.reason, exc.extra, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = HTTP_REASONS.get(exc.status, exc.reason + ".")
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = error_response(exc.status, reason, headers=allow)
+    except UNAVAILABLE as exc:
+        log.warning("backing service unavailable: %s (request %s)", type(exc).__name__,
+                    request_id)
+        response = error_response(Unavailable.status, Unavailable().reason,
+                                  headers={"Retry-After": "5"})
+    except Exception:
+        log.exception("unhandled error in %s %s (request %s)", request.method,
+                      request.path, request_id)
+        response = error_response(500, f"Internal error; request id {request_id}.")
+    decision = request.get(RATE)
+    if decision is not None:
+        response.headers.update(decision.headers)
+    response.headers["X-Request-ID"] = request_id
+    return response

@@ -1,0 +1,97 @@
+"""One settings object, read from the environment (12-factor).
+
+`DATABASE_URL`, `REDIS_URL` and `PORT` keep their platform names so a Procfile host can
+inject them; everything else is `MAILPROV_<FIELD NAME IN CAPITALS>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+PLATFORM_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "port": "PORT"}
+
+
+def env_name(field: str) -> str:
+    return PLATFORM_NAMES.get(field, "MAILPROV_" + field.upper())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/mailprov"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    port: int = 8080
+    host: str = "0.0.0.0"  # noqa: S104 - a Procfile host routes to the container's port
+    # every Redis key (queue, rate limits, passwords) starts with this, so installations
+    # and test runs can share one Redis
+    redis_prefix: str = "mailprov:"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    max_body_bytes: int = 1024 * 1024
+    bulk_max: int = 1000
+    sub_domains_max: int = 10
+
+    # requests per account per rolling hour
+    rate_create_domain: int = 100
+    rate_create_mailbox_single: int = 1000
+    rate_create_mailbox_bulk: int = 100
+    rate_get: int = 36000
+    rate_sub_domain_window_s: int = 3600
+
+    imap_host: str = ""
+    imap_port: int = 993
+    password_ttl_s: int = 3600
+
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    # 0 = one hashing process per core
+    hash_processes: int = 0
+
+    # arq: its defaults (0.5 s polls, 10 jobs) cap a worker far below what Postgres can take
+    worker_poll_delay_s: float = 0.05
+    worker_max_jobs: int = 20
+    worker_job_timeout_s: int = 300
+    worker_max_tries: int = 5
+    worker_health_check_interval_s: int = 10
+    # rows per transaction in a bulk task: locks stay short and progress shows
+    bulk_chunk_size: int = 100
+    # the sweeper re-enqueues tasks still queued after this long
+    sweep_queued_after_s: int = 5
+    sweep_interval_s: int = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `env` (default: os.environ), then apply `overrides`."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            kind: Any = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise SystemExit(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.redis_prefix}queue"
+
+
+def setting_names() -> list[tuple[str, str, Any]]:
+    """(environment name, field, default) for every setting, for the README and `--help`."""
+    return [
+        (env_name(f.name), f.name, f.default)
+        for f in fields(Settings)
+    ]

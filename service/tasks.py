@@ -1,0 +1,74 @@
+"""Recording tasks, and the endpoints that poll them.
+
+Polling reads Postgres only (never the arq result store); generated passwords come from
+Redis, where they expire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from service import formats
+from service.access import authenticate, limit
+from service.errors import TaskFailed, TaskNotFound, TaskTypeMismatch
+from service.queue import enqueue
+from service.schemas import TaskQuery, load
+from service.state import ARQ, DB, SETTINGS
+
+TASK_QUERY = TaskQuery()
+
+
+async def submit(request: web.Request, account_id: int, task_type: str, domain: str,
+                 payload: dict[str, Any], total: int | None = None) -> int:
+    """Commit the task row, then enqueue its job: the client hears of a task only once it
+    is durable."""
+    items = payload.get("items") or payload.get("names") or ()
+    task_id = await request.app[DB].fetchval(
+        "create_task", account_id, task_type, domain, payload,
+        total if total is not None else len(items),
+    )
+    await enqueue(request.app[ARQ], task_id, task_type)
+    return task_id
+
+
+def passwords_key(prefix: str, task_id: int) -> str:
+    """Redis hash of a task's generated passwords, address -> password, with a TTL."""
+    return f"{prefix}pw:{task_id}"
+
+
+async def _task(request: web.Request, types: tuple[str, ...] | None) -> web.Response:
+    account_id = await authenticate(request, request.query.get("key"))
+    query = load(TASK_QUERY, request.query)
+    await limit(request, account_id, "get")
+    task = await request.app[DB].fetchrow("get_task", query["task_id"], account_id)
+    if task is None:
+        raise TaskNotFound
+    if types is not None and task["type"] not in types:
+        raise TaskTypeMismatch
+    passwords: dict[str, str] = {}
+    if any(item.get("generated") for item in task["results"].values()):
+        key = passwords_key(request.app[SETTINGS].redis_prefix, task["id"])
+        stored = await request.app[ARQ].hgetall(key)  # type: ignore[misc]
+        passwords = {k.decode(): v.decode() for k, v in stored.items()}
+    body = formats.task_body(task, passwords)
+    if types is None:
+        body["type"] = task["type"]
+    if task["status"] == "failed":
+        raise TaskFailed(task["error"], Task_id=body["Task_id"], task_id=body["task_id"],
+                         domain=body["domain"], results=body["results"],
+                         **({"type": task["type"]} if types is None else {}))
+    return web.json_response(body)
+
+
+async def get_mailbox_single(request: web.Request) -> web.Response:
+    return await _task(request, ("mailbox_single",))
+
+
+async def get_mailbox_bulk(request: web.Request) -> web.Response:
+    return await _task(request, ("mailbox_bulk",))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return await _task(request, None)
