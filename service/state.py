@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 
 from service.db import Database
 from service.passwords import Hasher
-from service.ratelimit import RateLimiter
+from service.ratelimit import Decision, RateLimiter
 from service.schemas import (
     CreateDomain,
     CreateMailboxBulk,
@@ -43,5 +43,5 @@ HASHER = web.AppKey("hasher", Hasher)
 SCHEMAS = web.AppKey("schemas", BodySchemas)
 
 # per request
-REQUEST_ID = "request_id"
-RATE = "rate_decision"
+REQUEST_ID = web.RequestKey("request_id", str)
+RATE = web.RequestKey("rate_decision", Decision)

@@ -49,8 +49,11 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
         "keep_result": WorkerSettings.keep_result,
-        "cron_jobs": [cron(sweep, second=set(range(0, 60, every)), run_at_startup=True,
-                           unique=True, timeout=60)],
+        # named after the queue: arq's cron job ids are global to a Redis, and two
+        # installations (or test runs) sharing one must each get their sweep
+        "cron_jobs": [cron(sweep, name=f"{settings.queue_name}:sweep",
+                           second=set(range(0, 60, every)), run_at_startup=True, unique=True,
+                           timeout=60)],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,

@@ -1,0 +1,49 @@
+"""Hourly rate limits in Redis: headers, 429, atomicity, one account never drains another."""
+
+import asyncio
+import time
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.app import create_app
+from tests.conftest import url
+
+
+async def test_limits_count_per_account_and_carry_headers(make, settings):
+    a_id, a_key = await make.account("a")
+    b_id, b_key = await make.account("b")
+    tight = settings.replace(rate_create_domain=2, rate_get=3)
+    async with TestClient(TestServer(create_app(tight))) as client:
+        statuses = []
+        for n in range(3):
+            r = await client.post(url(client, "create_domain"),
+                                  json={"Domain": f"d{n}.example", "key": a_key})
+            statuses.append(r.status)
+            assert r.headers["X-RateLimit-Limit"] == "2"
+            assert int(r.headers["X-RateLimit-Reset"]) > time.time()
+        assert statuses == [200, 200, 429]
+        assert r.headers["X-RateLimit-Remaining"] == "0"
+        assert 1 <= int(r.headers["Retry-After"]) <= 3600
+        assert (await r.json())["status"] == "error"
+        r = await client.post(url(client, "create_domain"),
+                              json={"Domain": "other.example", "key": b_key})
+        assert r.status == 200 and r.headers["X-RateLimit-Remaining"] == "1"
+
+        remaining = []
+        for _ in range(4):
+            r = await client.get(url(client, "list_domain"),
+                                 params={"key": a_key, "caller_id": a_id})
+            remaining.append((r.status, r.headers.get("X-RateLimit-Remaining")))
+        assert remaining == [(200, "2"), (200, "1"), (200, "0"), (429, "0")]
+
+
+async def test_concurrent_requests_never_exceed_the_limit(make, settings):
+    _, key = await make.account()
+    tight = settings.replace(rate_create_domain=5)
+    async with TestClient(TestServer(create_app(tight))) as client:
+        responses = await asyncio.gather(*(
+            client.post(url(client, "create_domain"), json={"Domain": f"c{n}.example",
+                                                            "key": key})
+            for n in range(30)))
+        statuses = [r.status for r in responses]
+    assert statuses.count(200) == 5 and statuses.count(429) == 25
