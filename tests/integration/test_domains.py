@@ -71,7 +71,7 @@ async def test_list_domain_checks_the_caller(make, client):
 
 
 async def test_accounts_see_only_their_domains(make, client):
-    a_id, a_key = await make.account("a")
+    _a_id, a_key = await make.account("a")
     b_id, b_key = await make.account("b")
     await make.domain(a_key, "a.example")
     await make.domain(b_key, "b.example")

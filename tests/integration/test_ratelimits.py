@@ -11,7 +11,7 @@ from tests.conftest import url
 
 async def test_limits_count_per_account_and_carry_headers(make, settings):
     a_id, a_key = await make.account("a")
-    b_id, b_key = await make.account("b")
+    _b_id, b_key = await make.account("b")
     tight = settings.replace(rate_create_domain=2, rate_get=3)
     async with TestClient(TestServer(create_app(tight))) as client:
         statuses = []
