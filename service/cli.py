@@ -71,6 +71,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     create_worker(settings).run()
 
 
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from service.dev import run
+
+    asyncio.run(run(settings, Path(args.data_dir), args.local_pg, args.local_redis))
+
+
 def cmd_account_create(args: argparse.Namespace, settings: Settings) -> None:
     account_id, key = asyncio.run(_with_db(settings, lambda db: create_account(db, args.name)))
     emit(args, {"user_id": account_id, "key": key},
@@ -115,6 +123,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply schema.sql (idempotent)").set_defaults(run=cmd_migrate)
     sub.add_parser("serve", help="run the web process on $PORT").set_defaults(run=cmd_serve)
     sub.add_parser("worker", help="run a worker process").set_defaults(run=cmd_worker)
+    dev = sub.add_parser("dev", help="run everything in one process, with embedded Postgres "
+                                     "and Redis when none is configured or running")
+    dev.add_argument("--data-dir", default=".mailprov",
+                     help="where embedded servers keep their data (default ./.mailprov)")
+    dev.add_argument("--local-pg", type=int, default=5432, metavar="PORT",
+                     help="port to look for a local Postgres on before embedding one")
+    dev.add_argument("--local-redis", type=int, default=6379, metavar="PORT",
+                     help="port to look for a local Redis on before embedding one")
+    dev.set_defaults(run=cmd_dev)
 
     account = sub.add_parser("account", help="manage accounts").add_subparsers(
         dest="action", required=True)
