@@ -99,11 +99,8 @@ class Database(Queries):
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> Database:
-        pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-            # PgBouncer-friendly and immune to schema changes under a running process
-            max_inactive_connection_lifetime=300,
-        )
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                         init=_init_connection)
         return cls(pool)
 
     async def close(self) -> None:
