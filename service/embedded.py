@@ -11,6 +11,7 @@ imported only when servers are started, so this module imports without them.
 Both servers listen on 127.0.0.1 only, on free ports unless told otherwise, and keep their
 data under `data_dir/postgres` and `data_dir/redis` between runs. They run as children of
 this process: `stop()`, the context manager, or failing those `atexit` shut them down.
+Their output goes to `data_dir/postgres.log` and `data_dir/redis.log`.
 
 Postgres refuses to run as root. When we are root (containers, CI) initdb and postgres run
 as `nobody` instead, and `data_dir/postgres` belongs to that user.
@@ -191,8 +192,8 @@ class EmbeddedServers:
                  time.monotonic() - began)
 
     def _initdb(self, bin_dir: Path, run_as: dict[str, Any]) -> None:
-        # initdb into a side directory and rename it into place, so that an interrupted
-        # initdb never leaves a half-made cluster that later starts look like a real one
+        # initdb into a side directory and rename it into place: an interrupted initdb
+        # must not leave a half-made cluster that the next start takes for a real one
         tmp = self.data_dir / "postgres.initdb"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700, parents=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def backends() -> Iterator[Backends]:
     yield Backends(admin, redis_url or (DEFAULT_REDIS if redis_up else embedded.redis_url))  # type: ignore[union-attr]
     if embedded is not None:
         embedded.stop()
+        shutil.rmtree(embedded.data_dir, ignore_errors=True)
 
 
 async def _admin(backends: Backends) -> asyncpg.Connection:

@@ -137,3 +137,17 @@ def test_refuses_a_port_in_use(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="already in use"):
             servers.start()
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_failed_start_reports_the_server_log(tmp_path: Path) -> None:
+    with EmbeddedServers(tmp_path):
+        pass
+    # as root the cluster belongs to `nobody`, but root may still append to its config
+    with (tmp_path / "postgres" / "postgresql.conf").open("a") as conf:
+        conf.write("\nno_such_setting = 1\n")
+
+    servers = EmbeddedServers(tmp_path)
+    with pytest.raises(RuntimeError, match="postgres exited") as failure:
+        servers.start()
+    assert "no_such_setting" in str(failure.value)  # the tail of the server log
+    _assert_all_gone(servers)
