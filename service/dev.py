@@ -72,10 +72,14 @@ async def demo_key(settings: Settings, data_dir: Path) -> tuple[int, str]:
         user_id, key = await create_account(db, "demo")
     finally:
         await db.close()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _save_demo(path, user_id, key)
+    return user_id, key
+
+
+def _save_demo(path: Path, user_id: int, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(json.dumps({"user_id": user_id, "key": key}))
-    return user_id, key
 
 
 def banner(url: str, user_id: int, key: str) -> str:

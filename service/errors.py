@@ -3,7 +3,23 @@ raising sites stay short: `raise DomainNotFound`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import asyncpg
+import redis.exceptions
+
+# A backing service is down or restarting: the web answers 503, a job tries again later.
+BACKEND_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class ApiError(Exception):

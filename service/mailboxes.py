@@ -18,6 +18,14 @@ from service.tasks import submit
 LIST_QUERY = ListMailboxQuery()
 
 
+async def _accept(request: web.Request, schema: Any) -> tuple[int, dict[str, Any], Any]:
+    """Body, key and schema of a mailbox request: (account id, data, the target domain)."""
+    body = await json_body(request)
+    account_id = await authenticate(request, body.get("key"))
+    data = load_schema(schema, body)
+    return account_id, data, await _owned_domain(request, data["Domain"], account_id)
+
+
 async def _owned_domain(request: web.Request, name: str, account_id: int) -> Any:
     domain = await request.app[DB].fetchrow("get_owned_domain", name, account_id)
     if domain is None:
@@ -45,11 +53,8 @@ def _item(local_part: str, display_name: str | None, quota_mb: int,
 
 
 async def create_single(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    account_id = await authenticate(request, body.get("key"))
-    data = load_schema(request.app[SCHEMAS].mailbox_single, body)
+    account_id, data, domain = await _accept(request, request.app[SCHEMAS].mailbox_single)
     params = data["Params"]
-    domain = await _owned_domain(request, data["Domain"], account_id)
     quota = _quota(params["quota_mb"], domain, "Params.quota_mb")
     await limit(request, account_id, "create_mailbox_single")
     password_hash = params.get("password_hash")
@@ -62,11 +67,8 @@ async def create_single(request: web.Request) -> web.Response:
 
 
 async def create_bulk(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    account_id = await authenticate(request, body.get("key"))
-    data = load_schema(request.app[SCHEMAS].mailbox_bulk, body)
+    account_id, data, domain = await _accept(request, request.app[SCHEMAS].mailbox_bulk)
     params = data["Params"]
-    domain = await _owned_domain(request, data["Domain"], account_id)
     hasher = request.app[HASHER]
     if "count" in params:
         quota = _quota(params["quota_mb"], domain, "Params.quota_mb")

@@ -7,18 +7,15 @@ client: anything unexpected is logged with the request id and answered as an opa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
 from typing import Any
 
-import asyncpg
-import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.errors import ApiError, Unavailable
+from service.errors import BACKEND_DOWN, ApiError, Unavailable
 from service.state import RATE, REQUEST_ID
 
 log = logging.getLogger("mailprov.web")
@@ -31,19 +28,6 @@ HTTP_REASONS = {
     405: "Method not allowed.",
     413: "Request body too large.",
 }
-
-# a backing service is down or restarting: the client should retry, it did nothing wrong
-UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
 
 def error_response(status: int, reason: str, extra: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
@@ -66,7 +50,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         reason = HTTP_REASONS.get(exc.status, exc.reason + ".")
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = error_response(exc.status, reason, headers=allow)
-    except UNAVAILABLE as exc:
+    except BACKEND_DOWN as exc:
         log.warning("backing service unavailable: %s (request %s)", type(exc).__name__,
                     request_id)
         response = error_response(Unavailable.status, Unavailable().reason,

@@ -8,18 +8,16 @@ task's rows and its results are written in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import redis.exceptions
 from arq import Retry
 
 from service import passwords
 from service.db import Database, Queries
-from service.errors import ProvisioningError
+from service.errors import BACKEND_DOWN, ProvisioningError
 from service.passwords import Hasher
 from service.settings import Settings
 from service.tasks import passwords_key
@@ -33,19 +31,8 @@ QUOTA = "Domain quota exceeded."
 # how a single mailbox task that could not create its mailbox reports it
 SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA}
 
-# worth another try: the database or Redis went away, or Postgres asked us to retry
-TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+# worth another try: a backing service went away, or Postgres asked us to retry
+TRANSIENT = (*BACKEND_DOWN, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 Body = Callable[[dict[str, Any], asyncpg.Record], Awaitable[None]]
 
