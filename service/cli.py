@@ -147,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
     revoke = key.add_parser("revoke", help="revoke a key, given whole or by its prefix")
     revoke.add_argument("key_or_prefix")
     revoke.set_defaults(run=cmd_key_revoke)
+
+    from service.client_cli import add_client_commands  # `create ...`, `task`: API client
+
+    add_client_commands(sub)
     return top
 
 
