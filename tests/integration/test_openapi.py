@@ -1,0 +1,204 @@
+"""The live API documentation against the real app and worker.
+
+Every response the API really gives (each endpoint, each documented status) is checked
+against the schema the served document declares for it, and every documented response
+is produced at least once, so the document can neither drift from the code nor promise
+a status that never happens.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+
+from service.app import create_app
+from service.tasks import passwords_key
+from tests.conftest import url
+from tests.unit.test_apidoc import response_errors
+
+JOHN = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
+        "Params": {}}
+TEAM = {"Email_fullname": "team", "single_bulk": "bulk", "Domain": "example.com",
+        "Params": {"count": 3}}
+SUB = {"Domain": "example.com", "Params": {"sub_domains": ["team"]}}
+NOWHERE = "nowhere.example"
+POSTS = ["create_domain", "create_sub_domain", "create_mailbox_single", "create_mailbox_bulk"]
+GETS = ["list_domain", "list_mailbox", "get_mailbox_single", "get_mailbox_bulk", "get_task"]
+TASK_GETS = GETS[2:]
+
+
+class Checker:
+    """Calls one app's routes and checks each response against the app's own document."""
+
+    def __init__(self, client: TestClient, seen: set[tuple[str, str, str]]) -> None:
+        self.client = client
+        self.seen = seen
+        self.doc: dict[str, Any] = {}
+
+    async def load(self) -> Checker:
+        r = await self.client.get(url(self.client, "openapi"))
+        assert r.status == 200, await r.text()
+        self.doc = await r.json()
+        return self
+
+    async def call(self, method: str, route: str, status: int, **kwargs: Any) -> Any:
+        path = url(self.client, route)
+        r = await self.client.request(method, path, **kwargs)
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        assert r.status == status, (method, route, body)
+        problems = response_errors(self.doc, path, method, status, body, r.headers,
+                                   r.content_type)
+        assert problems == [], (method, route, status, body, problems)
+        self.seen.add((path, method.lower(), str(status)))
+        return body
+
+    async def get(self, route: str, status: int, key: str, **params: Any) -> Any:
+        return await self.call("GET", route, status, params={"key": key, **params})
+
+    async def post(self, route: str, status: int, body: dict[str, Any], key: str) -> Any:
+        return await self.call("POST", route, status, json={**body, "key": key})
+
+
+async def test_every_documented_response_is_a_real_one(make, client, settings, run_worker,
+                                                       redis):
+    seen: set[tuple[str, str, str]] = set()
+    api = await Checker(client, seen).load()
+    validate(api.doc)
+    a_id, key = await make.account("a")
+    b_id, other = await make.account("b")
+
+    # domains and sub-domains
+    await api.get("list_domain", 200, key, caller_id=a_id)
+    await api.post("create_domain", 200, {"Domain": "example.com"}, key)
+    await run_worker()
+    await api.post("create_domain", 409, {"Domain": "example.com"}, other)
+    await api.post("create_sub_domain", 200, SUB, key)
+    await api.post("create_sub_domain", 429, SUB, key)
+    await api.post("create_sub_domain", 404, {**SUB, "Domain": NOWHERE}, key)
+    await run_worker()
+    listing = await api.get("list_domain", 200, key, caller_id=a_id)
+    assert listing["results"]["team.example.com"]["parent"] == "example.com"
+    await api.get("list_domain", 403, key, caller_id=b_id)
+
+    # a single mailbox: queued, completed with its generated password, then null
+    single = (await api.post("create_mailbox_single", 200, JOHN, key))["task_id"]
+    queued = await api.get("get_mailbox_single", 200, key, task_id=single)
+    assert queued["status"] == "queued" and queued["progress"] == {"done": 0, "total": 1}
+    await run_worker()
+    done = await api.get("get_mailbox_single", 200, key, task_id=single)
+    assert isinstance(done["results"]["john@example.com"]["password"], str)
+    await redis.delete(passwords_key(settings.redis_prefix, single))
+    expired = await api.get("get_mailbox_single", 200, key, task_id=single)
+    assert expired["results"]["john@example.com"]["password"] is None
+    typed = await api.get("get_task", 200, key, task_id=single)
+    assert typed["type"] == "mailbox_single" and "progress" not in typed
+
+    # a failed single task and a bulk task, before and after the worker
+    again = (await api.post("create_mailbox_single", 200, JOHN, key))["task_id"]
+    bulk = (await api.post("create_mailbox_bulk", 200, TEAM, key))["task_id"]
+    assert (await api.get("get_task", 200, key, task_id=bulk))["status"] == "queued"
+    assert (await api.get("get_mailbox_bulk", 200, key, task_id=bulk))["progress"]["total"] == 3
+    await run_worker()
+    failed = await api.get("get_mailbox_single", 422, key, task_id=again)
+    assert failed["Task_id"] == again and failed["task_id"] == str(again)
+    assert (await api.get("get_task", 422, key, task_id=again))["type"] == "mailbox_single"
+    assert (await api.get("get_mailbox_bulk", 200, key, task_id=bulk))["total_email"] == 3
+    await api.get("get_task", 200, key, task_id=bulk)
+    mismatch = await api.get("get_mailbox_single", 422, key, task_id=bulk)
+    assert mismatch["reason"] == "Task type does not match this endpoint."
+    for route in TASK_GETS:
+        await api.get(route, 404, other, task_id=bulk)
+        await api.get(route, 422, key, task_id="abc")
+
+    # mailbox lists and the domain a key does not hold
+    mailboxes = await api.get("list_mailbox", 200, key, caller_id=a_id, domain="example.com")
+    assert mailboxes["results"]["john@example.com"]["imap_credentials"] is None
+    await api.get("list_mailbox", 403, key, caller_id=b_id, domain="example.com")
+    await api.get("list_mailbox", 404, key, caller_id=a_id, domain=NOWHERE)
+    await api.get("list_mailbox", 422, key, caller_id=a_id)
+    await api.get("list_domain", 422, key, caller_id="me")
+    await api.post("create_mailbox_single", 404, {**JOHN, "Domain": NOWHERE}, key)
+    await api.post("create_mailbox_bulk", 404, {**TEAM, "Domain": NOWHERE}, key)
+
+    # what every endpoint refuses: bad keys, bad bodies
+    for route in GETS:
+        await api.get(route, 401, "A" * 32, caller_id=a_id, task_id=single)
+    for route in POSTS:
+        await api.post(route, 401, {}, "short")
+        await api.call("POST", route, 400, data=b"[1]")
+        invalid = await api.post(route, 422, {"Domian": "example.com"}, key)
+        assert invalid["errors"]["Domian"] == ["Unknown field."]
+
+    # a second app with tight limits: 413, 429 on every endpoint, IMAP credentials
+    tight = settings.replace(max_body_bytes=1024, rate_create_domain=1,
+                             rate_create_mailbox_single=1, rate_create_mailbox_bulk=1,
+                             rate_get=1, imap_host="imap.example.net")
+    c_id, c_key = await make.account("c")
+    async with TestClient(TestServer(create_app(tight))) as tight_client:
+        limited = await Checker(tight_client, seen).load()
+        for route in POSTS:
+            await limited.call("POST", route, 413, data=b" " * 1025)
+        await limited.post("create_domain", 200, {"Domain": "c.example"}, c_key)
+        await run_worker()
+        await limited.post("create_domain", 429, {"Domain": "d.example"}, c_key)
+        for route, body in (("create_mailbox_single", JOHN), ("create_mailbox_bulk", TEAM)):
+            await limited.post(route, 200, {**body, "Domain": "c.example"}, c_key)
+            await limited.post(route, 429, {**body, "Domain": "c.example"}, c_key)
+        await run_worker()
+        with_imap = await limited.get("list_mailbox", 200, c_key, caller_id=c_id,
+                                      domain="c.example")
+        assert with_imap["results"]["john@c.example"]["imap_credentials"] == {
+            "host": "imap.example.net", "port": 993, "username": "john@c.example"}
+        for route in GETS:
+            await limited.get(route, 429, c_key, caller_id=c_id, domain="c.example",
+                              task_id=single)
+        # the docs need no key and are not rate-limited
+        for _ in range(3):
+            r = await tight_client.get(url(tight_client, "openapi"))
+            assert r.status == 200 and "X-RateLimit-Limit" not in r.headers
+        await limited.call("GET", "openapi", 200)
+        await limited.call("GET", "docs", 200)
+
+    documented = {(path, method, status)
+                  for path, operations in api.doc["paths"].items()
+                  for method, operation in operations.items()
+                  for status in operation["responses"]
+                  if status not in ("500", "503")}  # no test takes Postgres or Redis down
+    assert documented - seen == set()
+
+
+class Assets(HTMLParser):
+    """Every URL a page loads: src and href attributes, and quoted URLs in its scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+async def test_the_docs_page_loads_only_local_assets(client):
+    r = await client.get(url(client, "docs"))
+    assert r.status == 200 and r.content_type == "text/html"
+    page = await r.text()
+    assert re.findall(r"https?://|//[a-z]", page, re.IGNORECASE) == []
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    parser = Assets()
+    parser.feed(page)
+    spec_url = url(client, "openapi")
+    assert f'"{spec_url}"' in page
+    assert len(parser.urls) == 3
+    for asset in [*parser.urls, spec_url]:
+        assert asset.startswith("/api/v1/"), asset
+        r = await client.get(asset)
+        assert r.status == 200, asset
+        assert len(await r.read()) > 500, asset
+    for name in ("index.html", "..%2f__init__.py", "swagger-initializer.js"):
+        r = await client.get(f"/api/v1/docs/assets/{name}")
+        assert r.status == 404, name
+        assert (await r.json())["status"] == "error"
