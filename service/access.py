@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service import apikeys
+from service import apikeys, logs
 from service.errors import InvalidApiKey, UnauthorizedCaller
 from service.schemas import CallerQuery, load
 from service.state import DB, LIMITER, RATE, SETTINGS
@@ -31,6 +31,7 @@ async def authenticate(request: web.Request, key: Any) -> int:
     account_id = await request.app[DB].fetchval("resolve_key", apikeys.digest(key))
     if account_id is None:
         raise InvalidApiKey
+    logs.bind(account_id=account_id)  # on every line logged for the rest of the request
     return account_id
 
 

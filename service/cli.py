@@ -15,6 +15,7 @@ from typing import Any
 
 from service import apikeys
 from service.db import Database, apply_schema
+from service.logs import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger("mailprov")
@@ -66,9 +67,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
-    from worker.main import create_worker
+    if args.check:
+        cmd_worker_check(args, settings)
+    # supervised: a new worker replaces one that Redis or Postgres made stop
+    from worker.supervisor import Supervisor
 
-    create_worker(settings).run()
+    asyncio.run(Supervisor(settings).run())
+
+
+def cmd_worker_check(args: argparse.Namespace, settings: Settings) -> None:
+    """Exit 0 when a worker on this host keeps its health key fresh, else 1: a probe."""
+    from service import presence
+
+    try:
+        workers = asyncio.run(presence.probe(settings))
+    except Exception as exc:  # Redis down: the probe fails, and says why
+        workers = []
+        print(f"mailprov: health check failed: Redis unreachable ({type(exc).__name__})",
+              file=sys.stderr)
+    emit(args, {"healthy": bool(workers), "workers": [w.id for w in workers]},
+         "\n".join(f"{w.id} {w.health}" for w in workers) or "no live worker on this host")
+    raise SystemExit(0 if workers else 1)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
@@ -122,7 +141,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply schema.sql (idempotent)").set_defaults(run=cmd_migrate)
     sub.add_parser("serve", help="run the web process on $PORT").set_defaults(run=cmd_serve)
-    sub.add_parser("worker", help="run a worker process").set_defaults(run=cmd_worker)
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("--check", action="store_true",
+                        help="exit 0 if a worker on this host is healthy, else 1 (a probe)")
+    worker.set_defaults(run=cmd_worker)
     dev = sub.add_parser("dev", help="run everything in one process, with embedded Postgres "
                                      "and Redis when none is configured or running")
     dev.add_argument("--data-dir", default=".mailprov",
@@ -151,14 +173,17 @@ def parser() -> argparse.ArgumentParser:
     from service.client_cli import add_client_commands  # `create ...`, `task`: API client
 
     add_client_commands(sub)
+
+    from service.ops_cli import add_ops_commands  # `queue`, `tasks`: for operators
+
+    add_ops_commands(sub)
     return top
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     settings = Settings.from_env()
+    configure_logging(settings.log_format)
     try:
         args.run(args, settings)
     except CommandError as exc:

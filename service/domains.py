@@ -6,13 +6,12 @@ import contextlib
 
 from aiohttp import web
 
-from service import formats, names
+from service import formats, idempotency, names
 from service.access import authenticate, caller, limit
 from service.errors import Invalid, ParentDomainNotFound
 from service.jsonbody import json_body
-from service.queue import enqueue
 from service.schemas import CallerQuery, load
-from service.state import ARQ, DB, LIMITER, RATE, SCHEMAS, SETTINGS
+from service.state import DB, LIMITER, RATE, SCHEMAS, SETTINGS
 from service.tasks import submit
 
 CALLER_QUERY = CallerQuery()
@@ -43,12 +42,12 @@ async def create_domain(request: web.Request) -> web.Response:
     await limit(request, account_id, "create_domain")
     params = data["Params"]
     # the domain row (pending, 409 if taken) and its task, in one statement
-    task_id = await request.app[DB].fetchval(
+    task_id = await idempotency.queries(request).fetchval(
         "create_domain_task", account_id, data["Domain"], {"domain": data["Domain"]},
         params["quota_mb"], params["max_mailboxes"], params["default_mailbox_quota_mb"],
         params["description"],
     )
-    await enqueue(request.app[ARQ], task_id, "domain")
+    await idempotency.enqueue_task(request, task_id, "domain")
     return web.json_response({"status": "success", "domain": data["Domain"], "task_id": task_id})
 
 

@@ -17,6 +17,9 @@ BACKEND_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # a pooled connection whose session the server ended mid-operation (a restart) can
+    # fail this way before the pool drops it (MagicStack/asyncpg#1069)
+    asyncpg.InternalClientError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service import logs
 from service.errors import BACKEND_DOWN, ApiError, Unavailable
 from service.state import RATE, REQUEST_ID
 
@@ -40,6 +41,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     sent = request.headers.get("X-Request-ID", "")
     request_id = sent if CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
+    logs.bind(request_id=request_id)  # on every line logged while the request runs
     try:
         response = await handler(request)
     except ApiError as exc:

@@ -129,3 +129,110 @@ WHERE (status = 'queued' AND updated_at < now() - make_interval(secs => $1))
    OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2))
 ORDER BY id
 LIMIT $3;
+
+-- Operations: health, metrics, the queue page and `mailprov queue` / `mailprov tasks`.
+-- Each reads an index (schema.sql: tasks_unfinished_idx, tasks_finished_idx, tasks_failed_idx).
+
+-- name: schema_missing
+-- Which of these tables and indexes (named in schema.sql) the database lacks.
+SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL;
+
+-- name: queue_counts
+-- From the partial indexes only: completed tasks, the bulk of the table, are not counted.
+-- The oldest queued task is the one waiting longest since it was (re)queued.
+SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued'))
+           AS oldest_queued_s,
+       (SELECT count(*) FROM tasks WHERE status = 'failed') AS failed
+FROM tasks WHERE status IN ('queued', 'processing');
+
+-- name: finished_per_minute
+-- The last 60 minutes, the current one included, each listed even when nothing finished.
+WITH finished AS (
+    SELECT date_trunc('minute', finished_at) AS minute, status FROM tasks
+    WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+)
+SELECT m.minute,
+       count(f.status) FILTER (WHERE f.status = 'completed')::int AS completed,
+       count(f.status) FILTER (WHERE f.status = 'failed')::int AS failed
+FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                     date_trunc('minute', now()), interval '1 minute') AS m (minute)
+LEFT JOIN finished f USING (minute)
+GROUP BY m.minute
+ORDER BY m.minute;
+
+-- name: recent_failures
+SELECT id, account_id, type, domain, error, attempts, created_at, finished_at
+FROM tasks WHERE status = 'failed'
+ORDER BY id DESC
+LIMIT $1;
+
+-- name: ops_list_tasks
+-- $1 status, $2 changed within that many seconds, $3 account; each NULL for "any".
+SELECT id, account_id, type, status, domain, error, attempts, progress_done, progress_total,
+       created_at, started_at, finished_at, updated_at
+FROM tasks
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::float8 IS NULL OR updated_at >= now() - make_interval(secs => $2))
+  AND ($3::bigint IS NULL OR account_id = $3)
+ORDER BY id DESC
+LIMIT $4;
+
+-- name: ops_get_task
+-- Any account's task: for operators only, never behind the API.
+SELECT id, account_id, type, status, domain, payload, results, progress_done,
+       progress_total, error, attempts, created_at, started_at, updated_at, finished_at
+FROM tasks WHERE id = $1;
+
+-- name: task_status
+SELECT status FROM tasks WHERE id = $1;
+
+-- name: retry_task
+-- Back to queued, in one statement, only from failed. Results other than $2 (created) are
+-- dropped so their items are tried again; created ones stay. The attempts start again
+-- from 0: the job gives up on a task that has used them all.
+UPDATE tasks
+SET status = 'queued', error = NULL, finished_at = NULL, updated_at = now(), attempts = 0,
+    results = coalesce((SELECT jsonb_object_agg(k, v) FROM jsonb_each(results) AS r (k, v)
+                        WHERE v ->> 'status' = $2), '{}'),
+    progress_done = (SELECT count(*) FROM jsonb_each(results) AS r (k, v)
+                     WHERE v ->> 'status' = $2)
+WHERE id = $1 AND status = 'failed'
+RETURNING id, type;
+
+-- name: task_outcome
+-- What a finished job did, for its log line and the worker's metrics.
+SELECT account_id, type, status, error,
+       (SELECT count(*) FROM jsonb_each(results) AS r (k, v) WHERE v ->> 'status' = $2)::int
+           AS created
+FROM tasks WHERE id = $1;
+
+-- Idempotency keys (service/idempotency.py); a key lives 24 h, given in seconds.
+
+-- name: idempotency_lock
+-- "This key is in flight": held until the request's transaction ends, however it ends
+-- (a web process killed mid-request included), so it can never be left behind.
+SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint::text || ':' || $2::text, 0));
+
+-- name: get_idempotency_key
+SELECT fingerprint, status, body FROM idempotency_keys
+WHERE account_id = $1 AND key = $2 AND created_at > now() - make_interval(secs => $3);
+
+-- name: save_idempotency_key
+-- Under the key's lock, after get_idempotency_key found no live row: a row still there has
+-- expired, and is replaced.
+INSERT INTO idempotency_keys (account_id, key, fingerprint, status, body, task_id)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (account_id, key) DO UPDATE
+SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status, body = EXCLUDED.body,
+    task_id = EXCLUDED.task_id, created_at = now();
+
+-- name: delete_expired_idempotency_keys
+DELETE FROM idempotency_keys
+WHERE (account_id, key) IN (
+    SELECT account_id, key FROM idempotency_keys
+    WHERE created_at <= now() - make_interval(secs => $1)
+    ORDER BY created_at
+    LIMIT $2
+);

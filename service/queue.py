@@ -25,7 +25,10 @@ async def enqueue(arq: ArqRedis, task_id: int, task_type: str) -> bool:
     same, and the worker's sweeper enqueues it once Redis is back."""
     try:
         await arq.enqueue_job(job_name(task_type), task_id, _job_id=str(task_id))
-    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    # redis-py reports a connection lost during WATCH as a WatchError (arq's own WatchError,
+    # a job enqueued meanwhile, is caught inside enqueue_job)
+    except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.WatchError) as exc:
         log.warning("task %s recorded but not enqueued (%s); the sweeper will retry",
                     task_id, type(exc).__name__)
         return False

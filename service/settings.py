@@ -56,12 +56,27 @@ class Settings:
     worker_max_jobs: int = 20
     worker_job_timeout_s: int = 300
     worker_max_tries: int = 5
-    worker_health_check_interval_s: int = 10
+    # how often a worker writes its health key (read by `mailprov worker --check` and /ops);
+    # the key lives one second longer, so a probe sees a stalled worker within seconds
+    worker_health_check_interval_s: int = 5
+    # the worker's Prometheus endpoint; 0 = off. Workers sharing a host need ports of their own
+    worker_metrics_port: int = 0
     # rows per transaction in a bulk task: locks stay short and progress shows
     bulk_chunk_size: int = 100
     # the sweeper re-enqueues tasks still queued after this long
     sweep_queued_after_s: int = 5
     sweep_interval_s: int = 5
+    # ... and tasks still `processing` this long past the job timeout with no write (their
+    # worker died and Redis lost the job; arq itself re-runs a killed job after timeout + 10 s)
+    sweep_processing_margin_s: int = 30
+    # on SIGTERM a worker takes no new jobs and gives running ones this long to finish;
+    # the rest are cancelled and run again
+    worker_shutdown_grace_s: int = 20
+
+    # the /ops queue page answers 404 while this is empty
+    ops_token: str = ""
+    # "json": one JSON object per line; "text": for a person at a terminal
+    log_format: str = "json"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

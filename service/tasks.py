@@ -10,10 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from service import formats
+from service import formats, idempotency
 from service.access import authenticate, limit
 from service.errors import TaskFailed, TaskNotFound, TaskTypeMismatch
-from service.queue import enqueue
 from service.schemas import TaskQuery, load
 from service.state import ARQ, DB, SETTINGS
 
@@ -23,13 +22,14 @@ TASK_QUERY = TaskQuery()
 async def submit(request: web.Request, account_id: int, task_type: str, domain: str,
                  payload: dict[str, Any], total: int | None = None) -> int:
     """Commit the task row, then enqueue its job: the client hears of a task only once it
-    is durable."""
+    is durable. Under an Idempotency-Key the row commits with the key, and the job is
+    enqueued after that."""
     items = payload.get("items") or payload.get("names") or ()
-    task_id = await request.app[DB].fetchval(
+    task_id = await idempotency.queries(request).fetchval(
         "create_task", account_id, task_type, domain, payload,
         total if total is not None else len(items),
     )
-    await enqueue(request.app[ARQ], task_id, task_type)
+    await idempotency.enqueue_task(request, task_id, task_type)
     return task_id
 
 

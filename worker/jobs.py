@@ -41,12 +41,39 @@ class TaskFinished(Exception):
     """Another run of this task finished it meanwhile."""
 
 
+def _backoff(tries: int) -> float:
+    return min(2 ** tries, 30)
+
+
 async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> str:
+    try:
+        return await _attempt(ctx, task_id, body)
+    except TRANSIENT as exc:
+        # Postgres went away before the run could start, or while it recorded a failure:
+        # nothing new was recorded, so arq tries again after a pause. If arq gives up (its
+        # max_tries), the sweeper finds the task unfinished and enqueues it afresh.
+        tries = ctx.get("job_try", 1)
+        log.warning("task %s: %s before the run could record anything (try %s), retrying",
+                    task_id, type(exc).__name__, tries)
+        raise Retry(defer=_backoff(tries)) from exc
+
+
+async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> str:
+    """One run of a task. `attempts` counts runs in Postgres, so the limit holds whatever
+    ended the earlier ones: a transient error, a killed worker, a timeout, a SIGTERM, or
+    Redis losing the job and its arq try counter."""
     db: Database = ctx["db"]
     settings: Settings = ctx["settings"]
+    limit = settings.worker_max_tries
     task = await db.fetchrow("start_task", task_id)
     if task is None:
         return "already finished"
+    if task["attempts"] > limit:
+        log.error("task %s: %s runs were cut off, giving up", task_id, limit)
+        await db.execute("finish_task", task_id, "failed",
+                         f"Gave up after {limit} attempts that did not finish; the task can be "
+                         "retried.", {})
+        return "failed"
     try:
         await body(ctx, task)
     except TaskFinished:
@@ -55,10 +82,10 @@ async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> str:
         await db.execute("finish_task", task_id, "failed", exc.reason, {})
         return "failed"
     except TRANSIENT as exc:
-        tries = ctx.get("job_try", 1)
-        if tries < settings.worker_max_tries:
+        tries = task["attempts"]
+        if tries < limit:
             log.warning("task %s: %s on try %s, retrying", task_id, type(exc).__name__, tries)
-            raise Retry(defer=min(2 ** tries, 30)) from exc
+            raise Retry(defer=_backoff(tries)) from exc
         log.error("task %s: %s on the last try", task_id, type(exc).__name__)
         await db.execute("finish_task", task_id, "failed",
                          f"Internal error after {tries} attempts; the task can be retried.", {})

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 from arq import cron
 from arq.worker import Worker
 
+from service import presence
 from service.db import Database
+from service.errors import BACKEND_DOWN
 from service.passwords import Hasher
 from service.queue import redis_settings
 from service.settings import Settings
 from worker import jobs
+from worker.metrics import WorkerMetrics, bind_job, observed
 from worker.sweeper import sweep
+
+log = logging.getLogger("mailprov.worker")
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -22,9 +29,26 @@ async def startup(ctx: dict[str, Any]) -> None:
     # a caller (a test, the dev runner) may lend a pool it keeps warm
     ctx.setdefault("hasher", Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
                                     settings.hash_processes))
+    ctx["metrics"] = WorkerMetrics()
+    if settings.worker_metrics_port:
+        try:
+            ctx["metrics_server"] = ctx["metrics"].serve(settings.worker_metrics_port,
+                                                         settings.host)
+        except OSError as exc:
+            # metrics are not worth stopping the work for; the line says what to change
+            log.error("worker metrics off: port %s: %s (set MAILPROV_WORKER_METRICS_PORT "
+                      "per worker)", settings.worker_metrics_port, exc.strerror)
+    if "worker_id" in ctx:
+        await presence.register(ctx["redis"], settings, ctx["worker_id"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "worker_id" in ctx:
+        # Redis going away may be why the worker stops: the rest must be closed all the same
+        with contextlib.suppress(*BACKEND_DOWN):
+            await presence.unregister(ctx["redis"], ctx["settings"], ctx["worker_id"])
+    if "metrics_server" in ctx:
+        await WorkerMetrics.stop(ctx.pop("metrics_server"))
     if "db" in ctx:
         await ctx["db"].close()
     if not ctx.get("hasher_lent") and "hasher" in ctx:
@@ -34,10 +58,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What every worker runs; `worker_options` adds what comes from Settings."""
 
-    functions = [jobs.provision_domain, jobs.provision_sub_domain,
-                 jobs.provision_mailbox_single, jobs.provision_mailbox_bulk]
+    functions = [observed(job) for job in (jobs.provision_domain, jobs.provision_sub_domain,
+                                           jobs.provision_mailbox_single,
+                                           jobs.provision_mailbox_bulk)]
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = bind_job
     # the task row is the result; arq's copy would only fill Redis
     keep_result = 0
 
@@ -48,18 +74,25 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "functions": WorkerSettings.functions,
         "on_startup": WorkerSettings.on_startup,
         "on_shutdown": WorkerSettings.on_shutdown,
+        "on_job_start": WorkerSettings.on_job_start,
         "keep_result": WorkerSettings.keep_result,
         # named after the queue: arq's cron job ids are global to a Redis, and two
-        # installations (or test runs) sharing one must each get their sweep
+        # installations (or test runs) sharing one must each get their sweep. Its timeout
+        # is no longer than a job's: arq keeps every job's in-progress mark for the longest
+        # timeout + 10 s, which is how long a job whose worker was killed waits to run again
         "cron_jobs": [cron(sweep, name=f"{settings.queue_name}:sweep",
                            second=set(range(0, 60, every)), run_at_startup=True, unique=True,
-                           timeout=60)],
+                           timeout=min(60, settings.worker_job_timeout_s))],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.worker_job_timeout_s,
-        "max_tries": settings.worker_max_tries,
+        # one more than ours: the run past the limit is the one that fails the task
+        # (jobs._attempt); arq on its own would drop the job and leave the task unfinished
+        "max_tries": settings.worker_max_tries + 1,
+        # on SIGTERM (worker/supervisor.py): no new jobs, this long for running ones
+        "job_completion_wait": settings.worker_shutdown_grace_s,
         "health_check_interval": settings.worker_health_check_interval_s,
         "ctx": {"settings": settings},
     }
@@ -68,4 +101,9 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    return Worker(**worker_options(settings, **overrides))
+    # a health key per worker (service/presence.py says why), named in the worker registry
+    worker_id = presence.new_worker_id()
+    overrides.setdefault("health_check_key", presence.health_key(settings, worker_id))
+    worker = Worker(**worker_options(settings, **overrides))
+    worker.ctx["worker_id"] = worker_id
+    return worker
