@@ -1,0 +1,191 @@
+"""The in-run baselines: the limits of mailprov's own parts, measured the same way.
+
+    python -m bench.baselines enqueue-app   # POST /enqueue: arq enqueue_job and nothing else
+    python -m bench.baselines json-app      # GET /json: a fixed JSON body ($BENCH_JSON_BODY)
+    python -m bench.baselines noop-worker   # an arq worker running a no-op job
+    python -m bench.baselines hash --count N            # argon2id hashes/s over all cores
+    python -m bench.baselines copy --domain-id D ...    # asyncpg COPY of mailbox rows
+
+Each runs as its own process, with mailprov's settings from the same environment
+(`REDIS_URL`, `DATABASE_URL`, `PORT`, `MAILPROV_*`), so the apps and the worker are set up
+exactly like `mailprov serve` and `mailprov worker`: the same event loop, logging, arq pool
+and worker options. The measuring commands print one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from arq import create_pool
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from service.passwords import Hasher, hash_password
+from service.queue import redis_settings
+from service.settings import Settings
+
+NOOP_QUEUE = "bench:noop"
+# the no-op job appends "<enqueued at> <finished at>" (Unix seconds) here
+DONE_KEY = "bench:noop:done"
+ARQ = web.AppKey("arq", ArqRedis)
+MAILBOX_COLUMNS = ["domain_id", "local_part", "address", "password_hash", "display_name",
+                   "quota_mb", "task_id"]
+
+
+def prehashed(count: int, seed: int, prefix: str = "m") -> list[tuple[str, str]]:
+    """`count` (local part, password hash) pairs, the same for the same seed.
+
+    The hashes have the exact shape of Dovecot's {ARGON2ID} with the default cost but
+    random bytes: what an import from another server carries, and nobody verifies them here.
+    """
+    rng = random.Random(seed)
+
+    def b64(n: int) -> str:
+        return base64.b64encode(rng.randbytes(n)).decode().rstrip("=")
+
+    return [(f"{prefix}{i}", f"{{ARGON2ID}}$argon2id$v=19$m=65536,t=3,p=1${b64(16)}${b64(32)}")
+            for i in range(count)]
+
+
+def real_hash() -> str:
+    """One real {ARGON2ID} hash at the default cost, for requests that carry a hash."""
+    defaults = Settings()
+    return hash_password("bench-password-1", defaults.argon2_time_cost,
+                         defaults.argon2_memory_kib)
+
+
+def enqueue_app(settings: Settings) -> web.Application:
+    """A bare aiohttp app whose one handler only enqueues an arq job."""
+
+    async def redis_ctx(app: web.Application) -> Any:
+        app[ARQ] = await create_pool(redis_settings(settings.redis_url),
+                                     default_queue_name=NOOP_QUEUE)
+        yield
+        await app[ARQ].aclose()
+
+    async def enqueue(request: web.Request) -> web.Response:
+        job = await request.app[ARQ].enqueue_job("noop", time.time())
+        return web.json_response({"status": "success", "task_id": job and job.job_id})
+
+    app = web.Application()
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_post("/enqueue", enqueue)
+    return app
+
+
+def json_app(body: str) -> web.Application:
+    """A bare aiohttp app answering a fixed JSON document (mailprov's own answer)."""
+    document = json.loads(body)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app = web.Application()
+    app.router.add_get("/json", answer)
+    return app
+
+
+async def noop(ctx: dict[str, Any], enqueued_at: float) -> None:
+    """Record when it ran; nothing else."""
+    await ctx["redis"].rpush(DONE_KEY, f"{enqueued_at} {time.time()}")
+
+
+def noop_worker(settings: Settings) -> Worker:
+    """An arq worker with mailprov's worker options and a no-op job."""
+    return Worker(
+        functions=[noop],
+        queue_name=NOOP_QUEUE,
+        redis_settings=redis_settings(settings.redis_url, conn_retries=30),
+        poll_delay=settings.worker_poll_delay_s,
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=settings.worker_job_timeout_s,
+        max_tries=settings.worker_max_tries,
+        health_check_interval=settings.worker_health_check_interval_s,
+        keep_result=0,
+    )
+
+
+async def hash_rate(settings: Settings, count: int) -> dict[str, Any]:
+    """Raw hashes per second through mailprov's Hasher: same cost, same pool size."""
+    hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                    settings.hash_processes)
+    try:
+        # start every process first: the figure is hashing, not interpreter start-up
+        await asyncio.gather(*(hasher.hash("warm-up-password") for _ in range(hasher.processes)))
+        passwords = [f"bench-password-{i}" for i in range(count)]
+        # the worker's own batching rule (worker/jobs.py `_hashes`)
+        per_batch = max(1, min(8, count // (hasher.processes * 4)))
+        began = time.perf_counter()
+        for batch in hasher.hash_batches(passwords, per_batch):
+            await batch
+        seconds = time.perf_counter() - began
+    finally:
+        hasher.close()
+    return {"count": count, "seconds": seconds, "per_second": count / seconds,
+            "processes": hasher.processes}
+
+
+async def copy_rate(settings: Settings, domain_id: int, domain: str, tasks: int, size: int,
+                    seed: int) -> dict[str, Any]:
+    """COPY the rows of `tasks` bulk tasks of `size` mailboxes, one COPY per task."""
+    pairs = prehashed(tasks * size, seed)
+    rows = [(domain_id, local, f"{local}@{domain}", hashed, None, 1, None)
+            for local, hashed in pairs]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        began = time.perf_counter()
+        for i in range(0, len(rows), size):
+            await conn.copy_records_to_table("mailboxes", records=rows[i:i + size],
+                                             columns=MAILBOX_COLUMNS)
+        seconds = time.perf_counter() - began
+    finally:
+        await conn.close()
+    return {"count": len(rows), "seconds": seconds, "per_second": len(rows) / seconds}
+
+
+def main() -> None:
+    # the same logging as `mailprov` (service/cli.py main): the worker logs every job
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m bench.baselines", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="kind", required=True)
+    sub.add_parser("enqueue-app")
+    sub.add_parser("json-app")
+    sub.add_parser("noop-worker")
+    hashing = sub.add_parser("hash")
+    hashing.add_argument("--count", type=int, required=True)
+    copy = sub.add_parser("copy")
+    copy.add_argument("--domain-id", type=int, required=True)
+    copy.add_argument("--domain", required=True)
+    copy.add_argument("--tasks", type=int, required=True)
+    copy.add_argument("--size", type=int, required=True)
+    copy.add_argument("--seed", type=int, required=True)
+    args = p.parse_args()
+    settings = Settings.from_env()
+    if args.kind in ("enqueue-app", "json-app"):
+        app = enqueue_app(settings) if args.kind == "enqueue-app" \
+            else json_app(os.environ["BENCH_JSON_BODY"])
+        web.run_app(app, host="127.0.0.1", port=settings.port, access_log=None, print=None)
+    elif args.kind == "noop-worker":
+        noop_worker(settings).run()
+    elif args.kind == "hash":
+        print(json.dumps(asyncio.run(hash_rate(settings, args.count))))
+    else:
+        print(json.dumps(asyncio.run(copy_rate(settings, args.domain_id, args.domain,
+                                               args.tasks, args.size, args.seed))))
+
+
+if __name__ == "__main__":
+    main()
