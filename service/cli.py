@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import uvloop
+
 from service import apikeys
 from service.db import Database, apply_schema
 from service.logs import configure_logging
@@ -62,8 +64,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from service.app import create_app
 
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=lambda _: log.info("listening on %s:%s",
-                                                         settings.host, settings.port))
+                access_log=None, loop=uvloop.new_event_loop(),
+                print=lambda _: log.info("listening on %s:%s", settings.host, settings.port))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -72,7 +74,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     # supervised: a new worker replaces one that Redis or Postgres made stop
     from worker.supervisor import Supervisor
 
-    asyncio.run(Supervisor(settings).run())
+    uvloop.run(Supervisor(settings).run())
 
 
 def cmd_worker_check(args: argparse.Namespace, settings: Settings) -> None:

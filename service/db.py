@@ -56,6 +56,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL):
+    mailprov leaves no session state behind (only transaction-scoped locks, no cursors,
+    LISTEN or SET), and the reset was a second round trip for every query."""
+
+
 class Queries:
     """Named queries bound to a pool or to one connection (inside a transaction)."""
 
@@ -100,7 +106,7 @@ class Database(Queries):
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> Database:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                         init=_init_connection)
+                                         init=_init_connection, reset=_keep_session)
         return cls(pool)
 
     async def close(self) -> None:

@@ -45,7 +45,7 @@ FROM domains WHERE name = $1 AND account_id = $2;
 
 -- name: list_domains
 SELECT d.name, d.status, d.quota_mb, d.created_at, p.name AS parent,
-       (SELECT count(*) FROM mailboxes m WHERE m.domain_id = d.id) AS mailbox_count
+       d.mailbox_count
 FROM domains d LEFT JOIN domains p ON p.id = d.parent_id
 WHERE d.account_id = $1
 ORDER BY d.name;
@@ -69,25 +69,34 @@ RETURNING id, account_id, type, domain, payload, results, attempts;
 
 -- name: lock_domain
 -- Serialises every writer of one domain's mailboxes, so limits hold under concurrency.
-SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status
+-- After waiting for the lock, Postgres returns the row as the previous holder left it,
+-- so the counters are current.
+SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
+       mailbox_count, quota_used_mb
 FROM domains WHERE id = $1 FOR UPDATE;
 
--- name: domain_usage
+-- name: existing_addresses
 -- Run after lock_domain, as its own statement: it must see what the previous lock
 -- holder committed.
-SELECT (SELECT count(*) FROM mailboxes WHERE domain_id = $1) AS mailbox_count,
-       (SELECT coalesce(sum(quota_mb), 0) FROM mailboxes WHERE domain_id = $1) AS quota_used_mb,
-       (SELECT coalesce(array_agg(address), '{}') FROM mailboxes
-        WHERE address = ANY($2::text[])) AS existing;
+SELECT coalesce(array_agg(address), '{}') FROM mailboxes WHERE address = ANY($1::text[]);
 
 -- name: insert_mailboxes
-INSERT INTO mailboxes (domain_id, local_part, address, password_hash, display_name,
-                       quota_mb, task_id)
-SELECT $1, local_part, address, password_hash, display_name, quota_mb, $2
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
-     AS t (local_part, address, password_hash, display_name, quota_mb)
-ON CONFLICT (address) DO NOTHING
-RETURNING address;
+-- The rows and the domain's counters, in one statement.
+WITH added AS (
+    INSERT INTO mailboxes (domain_id, local_part, address, password_hash, display_name,
+                           quota_mb, task_id)
+    SELECT $1, local_part, address, password_hash, display_name, quota_mb, $2
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
+         AS t (local_part, address, password_hash, display_name, quota_mb)
+    ON CONFLICT (address) DO NOTHING
+    RETURNING address, quota_mb
+), counted AS (
+    UPDATE domains
+    SET mailbox_count = mailbox_count + (SELECT count(*) FROM added),
+        quota_used_mb = quota_used_mb + (SELECT coalesce(sum(quota_mb), 0) FROM added)
+    WHERE id = $1
+)
+SELECT address FROM added;
 
 -- name: insert_sub_domains
 -- Children inherit the parent's limits; a name held by anyone already is skipped.
@@ -106,8 +115,8 @@ UPDATE domains SET status = 'active' WHERE task_id = $1 RETURNING name;
 -- name: lock_task
 -- First statement of every job transaction: runs of one task take turns, and each sees
 -- which of its items ($2) an earlier run already recorded.
-SELECT status,
-       ARRAY(SELECT k FROM jsonb_object_keys(results) AS k WHERE k = ANY($2::text[])) AS done
+-- (`results ? k` is a lookup per item, not a scan of everything recorded so far.)
+SELECT status, ARRAY(SELECT k FROM unnest($2::text[]) AS k WHERE results ? k) AS done
 FROM tasks WHERE id = $1 FOR UPDATE;
 
 -- name: record_progress

@@ -233,6 +233,10 @@ async def test_concurrent_bulks_never_exceed_the_domain_limits(make, db):
     # three workers at once, each taking jobs concurrently
     await asyncio.gather(*(make.run_worker() for _ in range(3)))
     assert await db.pool.fetchval("SELECT count(*) FROM mailboxes") == 150
+    # the domain's counters agree with its rows
+    assert tuple(await db.pool.fetchrow(
+        "SELECT mailbox_count, quota_used_mb FROM domains WHERE name = 'example.com'")) == (
+        150, 1500)
     created = 0
     for task_id in task_ids:
         _, task = await make.task(key, task_id)
