@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from marshmallow import Schema
 
 from service import apikeys, logs
-from service.errors import InvalidApiKey, UnauthorizedCaller
+from service.errors import Invalid, InvalidApiKey, UnauthorizedCaller
 from service.schemas import CallerQuery, load
 from service.state import DB, LIMITER, RATE, SETTINGS
 
@@ -20,19 +22,43 @@ BUCKETS = {
 }
 
 
-async def authenticate(request: web.Request, key: Any) -> int:
-    """The account id behind the request's key: a Bearer header, else `key` from the body
-    or query string. 401 when there is none."""
+def presented_key(request: web.Request, key: Any) -> str:
+    """The request's key: a Bearer header, else `key` from the body or query string. 401
+    when it is missing or malformed."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         key = header[7:].strip()
     if not isinstance(key, str) or not apikeys.KEY_FORMAT.fullmatch(key):
         raise InvalidApiKey
-    account_id = await request.app[DB].fetchval("resolve_key", apikeys.digest(key))
-    if account_id is None:
+    return key
+
+
+async def resolve(request: web.Request, key: Any, query: str = "resolve_key",
+                  *args: Any) -> Any:
+    """Run a named query that resolves the key (and what the request reads with it, in the
+    same round trip); its row, with `account_id`. 401 when the key is not a live one."""
+    digest = apikeys.digest(presented_key(request, key))
+    row = await request.app[DB].fetchrow(query, digest, *args)
+    if row is None:
         raise InvalidApiKey
-    logs.bind(account_id=account_id)  # on every line logged for the rest of the request
-    return account_id
+    logs.bind(account_id=row["account_id"])  # on every line logged for the rest of the request
+    return row
+
+
+async def authenticate(request: web.Request, key: Any) -> int:
+    """The account id behind the request's key (401 when there is none)."""
+    return (await resolve(request, key))["account_id"]
+
+
+async def load_authenticated(request: web.Request, key: Any, schema: Schema,
+                             data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate `data` before the key is resolved (so one query can resolve both), yet
+    answer a bad key with 401 before any validation error, as everywhere else."""
+    try:
+        return load(schema, data)
+    except Invalid:
+        await authenticate(request, key)
+        raise
 
 
 async def limit(request: web.Request, account_id: int, bucket: str) -> None:

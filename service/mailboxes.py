@@ -7,11 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from service import formats, names
-from service.access import authenticate, caller, limit
+from service.access import caller, limit, load_authenticated, resolve
 from service.errors import DomainNotFound, Invalid
 from service.jsonbody import json_body
 from service.schemas import ListMailboxQuery
-from service.schemas import load as load_schema
 from service.state import DB, HASHER, SCHEMAS, SETTINGS
 from service.tasks import submit
 
@@ -21,9 +20,11 @@ LIST_QUERY = ListMailboxQuery()
 async def _accept(request: web.Request, schema: Any) -> tuple[int, dict[str, Any], Any]:
     """Body, key and schema of a mailbox request: (account id, data, the target domain)."""
     body = await json_body(request)
-    account_id = await authenticate(request, body.get("key"))
-    data = load_schema(schema, body)
-    return account_id, data, await _owned_domain(request, data["Domain"], account_id)
+    data = await load_authenticated(request, body.get("key"), schema, body)
+    domain = await resolve(request, body.get("key"), "resolve_key_with_domain", data["Domain"])
+    if domain["id"] is None:
+        raise DomainNotFound
+    return domain["account_id"], data, domain
 
 
 async def _owned_domain(request: web.Request, name: str, account_id: int) -> Any:

@@ -55,9 +55,19 @@ SELECT address, active, quota_mb, created_at FROM mailboxes
 WHERE domain_id = $1
 ORDER BY address;
 
--- name: get_task
-SELECT id, type, status, domain, results, progress_done, progress_total, error, payload
-FROM tasks WHERE id = $1 AND account_id = $2;
+-- name: resolve_key_with_task
+-- Auth and a task poll in one round trip: the task's columns are NULL when the task is
+-- not this key's account's (or does not exist).
+SELECT k.account_id, t.id, t.type, t.status, t.domain, t.results, t.progress_done,
+       t.progress_total, t.error
+FROM api_keys k LEFT JOIN tasks t ON t.id = $2 AND t.account_id = k.account_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_domain
+-- Auth and the target domain of a mailbox request in one round trip (NULLs: not yours).
+SELECT k.account_id, d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb
+FROM api_keys k LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 
 -- name: start_task
 -- A finished task returns no row, which makes a second run of its job a no-op.

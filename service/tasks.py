@@ -11,10 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from service import formats, idempotency
-from service.access import authenticate, limit
+from service.access import limit, load_authenticated, resolve
 from service.errors import TaskFailed, TaskNotFound, TaskTypeMismatch
-from service.schemas import TaskQuery, load
-from service.state import ARQ, DB, SETTINGS
+from service.schemas import TaskQuery
+from service.state import ARQ, SETTINGS
 
 TASK_QUERY = TaskQuery()
 
@@ -39,11 +39,11 @@ def passwords_key(prefix: str, task_id: int) -> str:
 
 
 async def _task(request: web.Request, types: tuple[str, ...] | None) -> web.Response:
-    account_id = await authenticate(request, request.query.get("key"))
-    query = load(TASK_QUERY, request.query)
-    await limit(request, account_id, "get")
-    task = await request.app[DB].fetchrow("get_task", query["task_id"], account_id)
-    if task is None:
+    key = request.query.get("key")
+    query = await load_authenticated(request, key, TASK_QUERY, request.query)
+    task = await resolve(request, key, "resolve_key_with_task", query["task_id"])
+    await limit(request, task["account_id"], "get")
+    if task["id"] is None:
         raise TaskNotFound
     if types is not None and task["type"] not in types:
         raise TaskTypeMismatch
