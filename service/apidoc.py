@@ -208,6 +208,7 @@ class Operation:
             operation["security"] = GET_SECURITY if method == "GET" else POST_SECURITY
             operation["responses"].update({"500": "Internal", "503": "Unavailable"})
         if self.body is not None:
+            parameters.append("IdempotencyKey")
             schema = getattr(bodies, self.body)
             operation["requestBody"] = {"required": True,
                                         "content": {JSON: {"schema": schema}}}
@@ -367,6 +368,15 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         "name": "X-Request-ID", "required": False,
         "description": "Your id for this request, echoed in the response's X-Request-ID.",
         "schema": {"type": "string", "pattern": f"^{CLIENT_REQUEST_ID.pattern}$"},
+    })
+    spec.components.parameter("IdempotencyKey", "header", {
+        "name": "Idempotency-Key", "required": False,
+        "description": "1-255 printable ASCII characters. The same key with the same request "
+                       "from the same account within 24 h answers the original response "
+                       "again (with `Idempotent-Replayed: true`) and creates nothing; with "
+                       "another request it answers 422; while the first request with the "
+                       "key is still being handled, 409 with `Retry-After`.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     })
     for name, header in HEADERS.items():
         spec.components.header(name, header)

@@ -220,13 +220,6 @@ SET status = 'queued', error = NULL, finished_at = NULL, updated_at = now(), att
 WHERE id = $1 AND status = 'failed'
 RETURNING id, type;
 
--- name: task_outcome
--- What a finished job did, for its log line and the worker's metrics.
-SELECT account_id, type, status, error,
-       (SELECT count(*) FROM jsonb_each(results) AS r (k, v) WHERE v ->> 'status' = $2)::int
-           AS created
-FROM tasks WHERE id = $1;
-
 -- Idempotency keys (service/idempotency.py); a key lives 24 h, given in seconds.
 
 -- name: idempotency_lock

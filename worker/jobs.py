@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from arq import Retry
 
-from service import passwords
+from service import logs, passwords
 from service.db import Database, Queries
 from service.errors import BACKEND_DOWN, ProvisioningError
 from service.passwords import Hasher
@@ -34,7 +35,21 @@ SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA
 # worth another try: a backing service went away, or Postgres asked us to retry
 TRANSIENT = (*BACKEND_DOWN, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
-Body = Callable[[dict[str, Any], asyncpg.Record], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended: what the worker's metrics and log line report, without reading
+    the task back. `status` is the task status this run left (None: it left none)."""
+
+    result: str  # done, failed, already finished, finished by another run
+    status: str | None = None
+    created: int = 0  # items this run created
+    reason: str | None = None
+
+
+# a task body: (status it left the task in, items created, failure reason)
+Body = Callable[[dict[str, Any], asyncpg.Record], Awaitable[tuple[str, int, str | None]]]
 
 
 class TaskFinished(Exception):
@@ -45,7 +60,7 @@ def _backoff(tries: int) -> float:
     return min(2 ** tries, 30)
 
 
-async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> str:
+async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
     try:
         return await _attempt(ctx, task_id, body)
     except TRANSIENT as exc:
@@ -58,7 +73,7 @@ async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> str:
         raise Retry(defer=_backoff(tries)) from exc
 
 
-async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> str:
+async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
     """One run of a task. `attempts` counts runs in Postgres, so the limit holds whatever
     ended the earlier ones: a transient error, a killed worker, a timeout, a SIGTERM, or
     Redis losing the job and its arq try counter."""
@@ -67,34 +82,34 @@ async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> str:
     limit = settings.worker_max_tries
     task = await db.fetchrow("start_task", task_id)
     if task is None:
-        return "already finished"
+        return Outcome("already finished")
+    logs.bind(account_id=task["account_id"])
+
+    async def fail(reason: str) -> Outcome:
+        await db.execute("finish_task", task_id, "failed", reason, {})
+        return Outcome("failed", "failed", reason=reason)
+
     if task["attempts"] > limit:
         log.error("task %s: %s runs were cut off, giving up", task_id, limit)
-        await db.execute("finish_task", task_id, "failed",
-                         f"Gave up after {limit} attempts that did not finish; the task can be "
-                         "retried.", {})
-        return "failed"
+        return await fail(f"Gave up after {limit} attempts that did not finish; the task can "
+                          "be retried.")
     try:
-        await body(ctx, task)
+        status, created, reason = await body(ctx, task)
     except TaskFinished:
-        return "finished by another run"
+        return Outcome("finished by another run")
     except ProvisioningError as exc:
-        await db.execute("finish_task", task_id, "failed", exc.reason, {})
-        return "failed"
+        return await fail(exc.reason)
     except TRANSIENT as exc:
         tries = task["attempts"]
         if tries < limit:
             log.warning("task %s: %s on try %s, retrying", task_id, type(exc).__name__, tries)
             raise Retry(defer=_backoff(tries)) from exc
         log.error("task %s: %s on the last try", task_id, type(exc).__name__)
-        await db.execute("finish_task", task_id, "failed",
-                         f"Internal error after {tries} attempts; the task can be retried.", {})
-        return "failed"
+        return await fail(f"Internal error after {tries} attempts; the task can be retried.")
     except Exception:
         log.exception("task %s: unexpected error", task_id)
-        await db.execute("finish_task", task_id, "failed", "Internal error.", {})
-        return "failed"
-    return "done"
+        return await fail("Internal error.")
+    return Outcome("done", status, created, reason)
 
 
 async def _lock_task(q: Queries, task_id: int, keys: list[str]) -> set[str]:
@@ -105,7 +120,7 @@ async def _lock_task(q: Queries, task_id: int, keys: list[str]) -> set[str]:
     return set(row["done"])
 
 
-async def _domain(ctx: dict[str, Any], task: asyncpg.Record) -> None:
+async def _domain(ctx: dict[str, Any], task: asyncpg.Record) -> tuple[str, int, str | None]:
     async with ctx["db"].transaction() as q:
         await _lock_task(q, task["id"], [])
         name = await q.fetchval("activate_domain", task["id"])
@@ -113,9 +128,11 @@ async def _domain(ctx: dict[str, Any], task: asyncpg.Record) -> None:
             raise ProvisioningError("The domain was removed before it was provisioned.")
         await q.execute("finish_task", task["id"], "completed", None,
                         {name: {"status": CREATED}})
+    return "completed", 1, None
 
 
-async def _sub_domains(ctx: dict[str, Any], task: asyncpg.Record) -> None:
+async def _sub_domains(ctx: dict[str, Any],
+                       task: asyncpg.Record) -> tuple[str, int, str | None]:
     payload = task["payload"]
     async with ctx["db"].transaction() as q:
         await _lock_task(q, task["id"], [])
@@ -125,6 +142,7 @@ async def _sub_domains(ctx: dict[str, Any], task: asyncpg.Record) -> None:
                                                     payload["names"], task["id"])}
         results = {n: {"status": CREATED if n in created else EXISTS} for n in payload["names"]}
         await q.execute("finish_task", task["id"], "completed", None, results)
+    return "completed", len(created), None
 
 
 def _address(item: dict[str, Any], domain: str) -> str:
@@ -139,7 +157,8 @@ async def _hashes(hasher: Hasher, plain: list[str]) -> AsyncIterator[str]:
             yield hashed
 
 
-async def _mailboxes(ctx: dict[str, Any], task: asyncpg.Record) -> None:
+async def _mailboxes(ctx: dict[str, Any],
+                     task: asyncpg.Record) -> tuple[str, int, str | None]:
     settings: Settings = ctx["settings"]
     db: Database = ctx["db"]
     domain, task_id = task["domain"], task["id"]
@@ -150,10 +169,12 @@ async def _mailboxes(ctx: dict[str, Any], task: asyncpg.Record) -> None:
     generated = {_address(i, domain): passwords.generate()
                  for i in pending if "password_hash" not in i}
     hashes = _hashes(ctx["hasher"], list(generated.values()))
-    # each chunk rewrites the task's results: at most ~50 chunks keeps a 10 000-mailbox
-    # task linear, and progress still moves in steps of 2 %
-    size = max(settings.bulk_chunk_size, -(-len(pending) // 50))
+    # each chunk rewrites the task's results so far: a bounded number of chunks (~10) keeps
+    # that work proportional to the task's size, so a 10 000-mailbox task stays linear
+    size = max(settings.bulk_chunk_size, -(-len(pending) // 10))
     done = len(recorded)
+    created = 0
+    status, reason = "completed", None
     chunks = [pending[i:i + size] for i in range(0, len(pending), size)] or [[]]
     for number, chunk in enumerate(chunks):
         addresses = [_address(i, domain) for i in chunk]
@@ -173,14 +194,14 @@ async def _mailboxes(ctx: dict[str, Any], task: asyncpg.Record) -> None:
                 await ctx["redis"].hset(key, mapping={a: generated[a] for a in shown})
                 await ctx["redis"].expire(key, settings.password_ttl_s)
             done += len(chunk)
+            created += sum(r["status"] == CREATED for r in results.values())
             if number < len(chunks) - 1:
                 await q.execute("record_progress", task_id, results, done)
-            elif single and results and results[addresses[0]]["status"] != CREATED:
-                status = results[addresses[0]]["status"]
-                await q.execute("finish_task", task_id, "failed", SINGLE_FAILURES[status],
-                                results)
-            else:
-                await q.execute("finish_task", task_id, "completed", None, results)
+                continue
+            if single and results and results[addresses[0]]["status"] != CREATED:
+                status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
+            await q.execute("finish_task", task_id, status, reason, results)
+    return status, created, reason
 
 
 async def _write_chunk(q: Queries, task_id: int, domain_id: int,
@@ -216,17 +237,17 @@ async def _write_chunk(q: Queries, task_id: int, domain_id: int,
     return results
 
 
-async def provision_domain(ctx: dict[str, Any], task_id: int) -> str:
+async def provision_domain(ctx: dict[str, Any], task_id: int) -> Outcome:
     return await _run(ctx, task_id, _domain)
 
 
-async def provision_sub_domain(ctx: dict[str, Any], task_id: int) -> str:
+async def provision_sub_domain(ctx: dict[str, Any], task_id: int) -> Outcome:
     return await _run(ctx, task_id, _sub_domains)
 
 
-async def provision_mailbox_single(ctx: dict[str, Any], task_id: int) -> str:
+async def provision_mailbox_single(ctx: dict[str, Any], task_id: int) -> Outcome:
     return await _run(ctx, task_id, _mailboxes)
 
 
-async def provision_mailbox_bulk(ctx: dict[str, Any], task_id: int) -> str:
+async def provision_mailbox_bulk(ctx: dict[str, Any], task_id: int) -> Outcome:
     return await _run(ctx, task_id, _mailboxes)

@@ -19,12 +19,11 @@ from arq import Retry
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from service import logs
-from service.db import Database
-from worker.jobs import CREATED
+from worker.jobs import Outcome
 
 log = logging.getLogger("mailprov.worker")
 
-Job = Callable[[dict[str, Any], int], Awaitable[str]]
+Job = Callable[[dict[str, Any], int], Awaitable[Outcome]]
 
 # what a job returns -> the counter it goes to; anything raised counts as failed
 RETURNED = {"done": "completed", "already finished": "completed",
@@ -77,54 +76,42 @@ async def bind_job(ctx: dict[str, Any]) -> None:
 def observed(job: Job) -> Job:
     """`job`, counted, timed and logged; arq still sees the same name."""
     name = job.__name__
+    task_type = name.removeprefix("provision_")
 
     @functools.wraps(job)
-    async def run(ctx: dict[str, Any], task_id: int) -> str:
+    async def run(ctx: dict[str, Any], task_id: int) -> Outcome:
         metrics: WorkerMetrics = ctx["metrics"]
         with logs.scope(task_id=task_id, job=name, job_try=ctx.get("job_try", 1)):
             metrics.started.labels(name).inc()
             started = time.perf_counter()
-            outcome = "raised"
+            outcome: Outcome | None = None
+            result = "raised"
             try:
                 outcome = await job(ctx, task_id)
+                result = outcome.result
                 return outcome
             except Retry:
-                outcome = "retry"
+                result = "retry"
                 raise
             except asyncio.CancelledError:
-                outcome = "cancelled"  # timed out, or the worker is stopping
+                result = "cancelled"  # timed out, or the worker is stopping
                 raise
             finally:
                 elapsed = time.perf_counter() - started
                 metrics.duration.labels(name).observe(elapsed)
-                fields: dict[str, Any] = {"outcome": outcome,
+                fields: dict[str, Any] = {"outcome": result, "task_type": task_type,
                                           "duration_ms": round(elapsed * 1000, 1)}
-                counter = "retried" if outcome == "retry" else RETURNED.get(outcome, "failed")
-                if outcome in ("done", "failed"):
-                    try:
-                        counter = await _read_back(ctx["db"], metrics, task_id, fields)
-                    except Exception:  # the run's work is done; only its line is poorer
-                        log.warning("could not read the task back", exc_info=True)
+                counter = "retried" if result == "retry" else RETURNED.get(result, "failed")
+                if outcome is not None and outcome.status is not None:
+                    # a single mailbox that already exists fails its task, yet its job ran
+                    # to the end: the task's status decides the counter
+                    counter = "completed" if outcome.status == "completed" else "failed"
+                    fields.update(task_status=outcome.status, items_created=outcome.created,
+                                  reason=outcome.reason)
+                    metrics.items.labels(task_type).inc(outcome.created)
                 getattr(metrics, counter).labels(name).inc()
                 log.log(logging.INFO if counter == "completed" else logging.WARNING,
-                        "job %s: task %s", outcome, fields.get("task_status", "-"),
+                        "job %s: task %s", result, fields.get("task_status", "-"),
                         extra=fields)
 
     return run
-
-
-async def _read_back(db: Database, metrics: WorkerMetrics, task_id: int,
-                     fields: dict[str, Any]) -> str:
-    """After a run that ended normally: its task's status decides the counter (a single
-    mailbox that already exists fails its task, yet its job returns "done"), and what it
-    created or why it failed goes on the line."""
-    task = await db.fetchrow("task_outcome", task_id, CREATED)
-    if task is None:
-        return "failed"
-    logs.bind(account_id=task["account_id"])
-    fields.update(task_status=task["status"], task_type=task["type"],
-                  items_created=task["created"], reason=task["error"])
-    if task["status"] == "completed":
-        metrics.items.labels(task["type"]).inc(task["created"])
-        return "completed"
-    return "failed" if task["status"] == "failed" else RETURNED[fields["outcome"]]

@@ -260,7 +260,7 @@ async def test_transient_errors_are_retried_then_fail_the_task(make, db, setting
     assert (task["status"], task["attempts"]) == ("processing", 1)
     await db.pool.execute("UPDATE tasks SET attempts = $2 WHERE id = $1", task_id,
                           settings.worker_max_tries - 1)
-    assert await jobs._run(ctx, task_id, deadlocked) == "failed"
+    assert (await jobs._run(ctx, task_id, deadlocked)).result == "failed"
     status, body = await make.task(key, task_id)
     assert status == 422
     assert body["reason"] == "Internal error after 5 attempts; the task can be retried."

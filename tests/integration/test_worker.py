@@ -65,7 +65,7 @@ async def test_two_runs_of_one_task_at_once_create_everything_once(make, db, set
     finally:
         await worker_db.close()
         await arq.aclose()
-    assert "done" in outcomes
+    assert "done" in [o.result for o in outcomes]
     assert await db.pool.fetchval("SELECT count(*) FROM mailboxes") == 250
     status, task = await make.task(key, task_id)
     assert status == 200 and task["status"] == "completed"
