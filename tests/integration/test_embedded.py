@@ -65,12 +65,14 @@ def _processes_in(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def _server_children() -> list[psutil.Process]:
-    """Our child processes that are servers (other tests' process pools do not count)."""
+def _server_children(data_dir: Path) -> list[psutil.Process]:
+    """Our child processes that are servers on `data_dir` (other tests' process pools, and
+    the embedded servers the test session itself may run, do not count)."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if child.name() in ("postgres", "redis-server", "initdb"):
+            if child.name() in ("postgres", "redis-server", "initdb") and \
+                    str(data_dir) in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:
             continue
@@ -80,7 +82,7 @@ def _server_children() -> list[psutil.Process]:
 def _assert_all_gone(servers: EmbeddedServers) -> None:
     assert not port_open("127.0.0.1", servers.pg_port)
     assert not port_open("127.0.0.1", servers.redis_port)
-    assert _server_children() == []
+    assert _server_children(servers.data_dir) == []
     assert _processes_in(servers.data_dir) == []
 
 
@@ -148,7 +150,7 @@ def test_refuses_a_port_in_use(tmp_path: Path) -> None:
         servers = EmbeddedServers(tmp_path, redis_port=busy.getsockname()[1])
         with pytest.raises(RuntimeError, match="already in use"):
             servers.start()
-    assert _server_children() == []
+    assert _server_children(tmp_path) == []
 
 
 def test_failed_start_reports_the_server_log(tmp_path: Path) -> None:
