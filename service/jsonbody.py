@@ -9,6 +9,8 @@ from aiohttp import web
 
 from service.errors import BadJson
 
+PARSED = web.RequestKey("json_body", dict)
+
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
@@ -17,6 +19,9 @@ def _refuse_constant(name: str) -> Any:
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The body as a dict: 413 past the size limit (aiohttp's client_max_size), 400 when it
     is not a JSON object."""
+    parsed = request.get(PARSED)
+    if parsed is not None:  # a wrapper (Idempotency-Key) read it already
+        return parsed
     raw = await request.read()
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
@@ -25,4 +30,5 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadJson from None
     if not isinstance(data, dict):
         raise BadJson
+    request[PARSED] = data
     return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from service import queue
 from service.schemas import PG_BIGINT_MAX
 
 SUCCESS = validate.OneOf(["success"])
@@ -19,7 +20,6 @@ TASK_ID = validate.Range(1, PG_BIGINT_MAX)
 # per-item outcomes, in the seed's wording (worker/jobs.py)
 ITEM_STATUSES = ["Created successfully.", "Already exists.", "Mailbox limit reached.",
                  "Domain quota exceeded."]
-TASK_TYPES = ["domain", "sub_domain", "mailbox_single", "mailbox_bulk"]
 
 
 class Error(Schema):
@@ -184,7 +184,7 @@ class FailedTask(Error):
 class Typed(Schema):
     """get/task adds the task's type."""
 
-    type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    type = fields.String(required=True, validate=validate.OneOf(queue.TASK_TYPES))
 
 
 class TypedTaskCompleted(TaskCompleted, Typed):
