@@ -20,11 +20,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE INDEX IF NOT EXISTS api_keys_prefix_idx ON api_keys (prefix);
 
+-- Filled by `mailprov migrate` from service/core/tasks.py, the one list of task types.
+CREATE TABLE IF NOT EXISTS task_types (
+    name  text PRIMARY KEY
+);
+
 CREATE TABLE IF NOT EXISTS tasks (
     id              bigserial PRIMARY KEY,
     account_id      bigint NOT NULL REFERENCES accounts (id),
-    type            text NOT NULL
-                    CHECK (type IN ('domain', 'sub_domain', 'mailbox_single', 'mailbox_bulk')),
+    type            text NOT NULL CONSTRAINT tasks_type_fkey REFERENCES task_types (name),
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
     domain          text NOT NULL,
@@ -42,6 +46,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS tasks_account_idx ON tasks (account_id, id);
+-- Databases made before task_types existed: their list was a CHECK; the table replaces it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'tasks_type_fkey') THEN
+        ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_type_check;
+        INSERT INTO task_types (name) SELECT DISTINCT type FROM tasks ON CONFLICT DO NOTHING;
+        ALTER TABLE tasks ADD CONSTRAINT tasks_type_fkey FOREIGN KEY (type)
+            REFERENCES task_types (name);
+    END IF;
+END $$;
 -- the sweeper only ever looks at unfinished tasks; keep that index tiny
 CREATE INDEX IF NOT EXISTS tasks_unfinished_idx ON tasks (status, updated_at)
     WHERE status IN ('queued', 'processing');
@@ -104,7 +118,7 @@ END $$;
 CREATE INDEX IF NOT EXISTS tasks_finished_idx ON tasks (finished_at);
 CREATE INDEX IF NOT EXISTS tasks_failed_idx ON tasks (id) WHERE status = 'failed';
 
--- Idempotency-Key records (service/idempotency.py): the stored response of a create request,
+-- Idempotency-Key records (service/web/idempotency.py): the stored response of a create request,
 -- per account and key, replayed for 24 h. A row is written in the same transaction as the
 -- task it created, so a task and its key commit together or not at all; a request still
 -- in flight holds a transaction-scoped advisory lock instead of a row.

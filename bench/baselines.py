@@ -31,9 +31,9 @@ from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from service.passwords import Hasher, hash_password
-from service.queue import redis_settings
-from service.settings import Settings
+from service.core.passwords import Hasher, hash_password
+from service.core.queue import redis_settings
+from service.core.settings import Settings
 
 NOOP_QUEUE = "bench:noop"
 # the no-op job appends "<enqueued at> <finished at>" (Unix seconds) here

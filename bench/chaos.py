@@ -52,7 +52,7 @@ import asyncpg
 import psutil
 import redis
 
-from service.embedded import EmbeddedServers, free_port, port_open
+from service.cli.embedded import EmbeddedServers, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLIMITED = str(10**9)

@@ -28,10 +28,10 @@ import aiohttp
 import psutil
 import redis.asyncio as aioredis
 
-from service.cli import create_account
-from service.db import Database
-from service.embedded import EmbeddedServers, free_port, port_open
-from service.settings import Settings
+from service.cli.embedded import EmbeddedServers, free_port, port_open
+from service.core.accounts import create_account
+from service.core.db import Database
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
@@ -282,11 +282,8 @@ class Stack:
         out, _ = await migrate.communicate()
         if migrate.returncode != 0:
             raise RuntimeError(f"mailprov migrate failed:\n{out.decode()[-3000:]}")
-        db = await Database.connect(database_url, min_size=1, max_size=1)
-        try:
+        async with Database.opened(database_url, size=1) as db:
             user_id, key = await create_account(db, f"bench {name}")
-        finally:
-            await db.close()
         target = Target(name, self.dir, database_url, redis_url, user_id, key, full_env)
         self.targets.append(target)
         return target

@@ -23,11 +23,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.app import create_app
-from service.cli import create_account
-from service.db import Database, apply_schema
-from service.passwords import Hasher
-from service.settings import Settings
+from service.core.accounts import create_account
+from service.core.db import Database
+from service.core.migrate import apply_schema
+from service.core.passwords import Hasher
+from service.core.settings import Settings
+from service.web.app import create_app
 from worker.main import create_worker
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,7 +48,7 @@ class Backends:
 
 
 def _reachable(host: str, port: int) -> bool:
-    from service.embedded import port_open
+    from service.cli.embedded import port_open
 
     return port_open(host, port)
 
@@ -60,7 +61,7 @@ def backends() -> Iterator[Backends]:
     redis_up = redis_url is not None or _reachable("127.0.0.1", 6379)
     embedded = None
     if not (pg_up and redis_up):
-        from service.embedded import EmbeddedServers
+        from service.cli.embedded import EmbeddedServers
 
         data_dir = Path(tempfile.mkdtemp(prefix="mailprov-test-"))
         embedded = EmbeddedServers(data_dir)
@@ -169,7 +170,7 @@ def run_worker(settings: Settings, hasher: Hasher) -> Any:
         chosen = overrides.pop("settings", settings)
         worker = create_worker(
             chosen, burst=True, poll_delay=0, handle_signals=False,
-            ctx={"settings": chosen, "hasher": hasher, "hasher_lent": True}, **overrides,
+            ctx={"settings": chosen, "hasher": hasher}, **overrides,
         )
         try:
             await worker.main()

@@ -1,4 +1,4 @@
-"""The provisioning jobs: one per task type, each `async def job(ctx, task_id)`.
+"""The provisioning jobs: one arq function per task type, each `job(ctx, task_id)`.
 
 Every job is safe to run twice, or twice at once (arq re-runs a job whose worker died, and
 the sweeper re-enqueues a job Redis lost). Each transaction starts by locking the task row
@@ -9,26 +9,21 @@ task's rows and its results are written in the same transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 from arq import Retry
 
-from service import logs, passwords
-from service.db import Database, Queries
-from service.errors import BACKEND_DOWN, ProvisioningError
-from service.passwords import Hasher
-from service.settings import Settings
-from service.tasks import passwords_key
+from service.core import logs, passwords
+from service.core.errors import BACKEND_DOWN
+from service.core.passwords import Hasher
+from service.core.store import NewMailbox, Row, Store
+from service.core.tasks import CREATED, EXISTS, LIMIT, QUOTA, UNFINISHED, passwords_key
+from worker.context import JobContext, Outcome, context
 
 log = logging.getLogger("mailprov.worker")
 
-CREATED = "Created successfully."
-EXISTS = "Already exists."
-LIMIT = "Mailbox limit reached."
-QUOTA = "Domain quota exceeded."
 # how a single mailbox task that could not create its mailbox reports it
 SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA}
 
@@ -36,33 +31,32 @@ SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA
 TRANSIENT = (*BACKEND_DOWN, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
+class ProvisioningError(Exception):
+    """The task could not be done; its message becomes the failed task's reason."""
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one run ended: what the worker's metrics and log line report, without reading
-    the task back. `status` is the task status this run left (None: it left none)."""
-
-    result: str  # done, failed, already finished, finished by another run
-    status: str | None = None
-    created: int = 0  # items this run created
-    reason: str | None = None
-
-
-# a task body: (status it left the task in, items created, failure reason)
-Body = Callable[[dict[str, Any], asyncpg.Record], Awaitable[tuple[str, int, str | None]]]
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class TaskFinished(Exception):
     """Another run of this task finished it meanwhile."""
 
 
+# what runs a task of one type: (status it left the task in, items created, reason)
+Body = Callable[[JobContext, Row], Awaitable[tuple[str, int, str | None]]]
+
+
 def _backoff(tries: int) -> float:
     return min(2 ** tries, 30)
 
 
-async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
+async def run_task(ctx: dict[str, Any], task_id: int,
+                   bodies: Mapping[str, Body] | None = None) -> Outcome:
+    """The job of every task type: the task's row says which of `bodies` (default: each
+    type's own) runs it."""
     try:
-        return await _attempt(ctx, task_id, body)
+        return await _attempt(ctx, task_id, BODIES if bodies is None else bodies)
     except TRANSIENT as exc:
         # Postgres went away before the run could start, or while it recorded a failure:
         # nothing new was recorded, so arq tries again after a pause. If arq gives up (its
@@ -73,20 +67,20 @@ async def _run(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
         raise Retry(defer=_backoff(tries)) from exc
 
 
-async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
+async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]) -> Outcome:
     """One run of a task. `attempts` counts runs in Postgres, so the limit holds whatever
     ended the earlier ones: a transient error, a killed worker, a timeout, a SIGTERM, or
     Redis losing the job and its arq try counter."""
-    db: Database = ctx["db"]
-    settings: Settings = ctx["settings"]
-    limit = settings.worker_max_tries
-    task = await db.fetchrow("start_task", task_id)
+    job = context(ctx)
+    db = job.db
+    limit = job.settings.worker_max_tries
+    task = await db.start_task(task_id=task_id)
     if task is None:
         return Outcome("already finished")
     logs.bind(account_id=task["account_id"])
 
     async def fail(reason: str) -> Outcome:
-        await db.execute("finish_task", task_id, "failed", reason, {})
+        await db.finish_task(task_id=task_id, status="failed", error=reason)
         return Outcome("failed", "failed", reason=reason)
 
     if task["attempts"] > limit:
@@ -94,7 +88,7 @@ async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
         return await fail(f"Gave up after {limit} attempts that did not finish; the task can "
                           "be retried.")
     try:
-        status, created, reason = await body(ctx, task)
+        status, created, reason = await bodies[task["type"]](job, task)
     except TaskFinished:
         return Outcome("finished by another run")
     except ProvisioningError as exc:
@@ -112,36 +106,35 @@ async def _attempt(ctx: dict[str, Any], task_id: int, body: Body) -> Outcome:
     return Outcome("done", status, created, reason)
 
 
-async def _lock_task(q: Queries, task_id: int, keys: list[str]) -> set[str]:
+async def _lock_task(store: Store, task_id: int, keys: list[str]) -> set[str]:
     """Lock the task row; the subset of `keys` already recorded in its results."""
-    row = await q.fetchrow("lock_task", task_id, keys)
-    if row is None or row["status"] not in ("queued", "processing"):
+    row = await store.lock_task(task_id=task_id, keys=keys)
+    if row is None or row["status"] not in UNFINISHED:
         raise TaskFinished
     return set(row["done"])
 
 
-async def _domain(ctx: dict[str, Any], task: asyncpg.Record) -> tuple[str, int, str | None]:
-    async with ctx["db"].transaction() as q:
-        await _lock_task(q, task["id"], [])
-        name = await q.fetchval("activate_domain", task["id"])
+async def _domain(job: JobContext, task: Row) -> tuple[str, int, str | None]:
+    async with job.db.transaction() as store:
+        await _lock_task(store, task["id"], [])
+        name = await store.activate_domain(task_id=task["id"])
         if name is None:
             raise ProvisioningError("The domain was removed before it was provisioned.")
-        await q.execute("finish_task", task["id"], "completed", None,
-                        {name: {"status": CREATED}})
+        await store.finish_task(task_id=task["id"], status="completed",
+                                results={name: {"status": CREATED}})
     return "completed", 1, None
 
 
-async def _sub_domains(ctx: dict[str, Any],
-                       task: asyncpg.Record) -> tuple[str, int, str | None]:
+async def _sub_domains(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     payload = task["payload"]
-    async with ctx["db"].transaction() as q:
-        await _lock_task(q, task["id"], [])
-        if await q.fetchrow("lock_domain", payload["parent_id"]) is None:
+    async with job.db.transaction() as store:
+        await _lock_task(store, task["id"], [])
+        if await store.lock_domain(domain_id=payload["parent_id"]) is None:
             raise ProvisioningError("The parent domain no longer exists.")
-        created = {r["name"] for r in await q.fetch("insert_sub_domains", payload["parent_id"],
-                                                    payload["names"], task["id"])}
+        created = await store.insert_sub_domains(parent_id=payload["parent_id"],
+                                                 names=payload["names"], task_id=task["id"])
         results = {n: {"status": CREATED if n in created else EXISTS} for n in payload["names"]}
-        await q.execute("finish_task", task["id"], "completed", None, results)
+        await store.finish_task(task_id=task["id"], status="completed", results=results)
     return "completed", len(created), None
 
 
@@ -157,10 +150,8 @@ async def _hashes(hasher: Hasher, plain: list[str]) -> AsyncIterator[str]:
             yield hashed
 
 
-async def _mailboxes(ctx: dict[str, Any],
-                     task: asyncpg.Record) -> tuple[str, int, str | None]:
-    settings: Settings = ctx["settings"]
-    db: Database = ctx["db"]
+async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
+    settings, db = job.settings, job.db
     domain, task_id = task["domain"], task["id"]
     domain_id = task["payload"]["domain_id"]
     single = task["type"] == "mailbox_single"
@@ -168,7 +159,7 @@ async def _mailboxes(ctx: dict[str, Any],
     pending = [i for i in task["payload"]["items"] if _address(i, domain) not in recorded]
     generated = {_address(i, domain): passwords.generate()
                  for i in pending if "password_hash" not in i}
-    hashes = _hashes(ctx["hasher"], list(generated.values()))
+    hashes = _hashes(job.hasher, list(generated.values()))
     # each chunk rewrites the task's results so far: a bounded number of chunks (~10) keeps
     # that work proportional to the task's size, so a 10 000-mailbox task stays linear
     size = max(settings.bulk_chunk_size, -(-len(pending) // 10))
@@ -181,36 +172,37 @@ async def _mailboxes(ctx: dict[str, Any],
         for item, address in zip(chunk, addresses, strict=True):
             if address in generated:
                 item["password_hash"] = await anext(hashes)
-        async with db.transaction() as q:
-            already = await _lock_task(q, task_id, addresses)
+        async with db.transaction() as store:
+            already = await _lock_task(store, task_id, addresses)
             fresh = [(i, a) for i, a in zip(chunk, addresses, strict=True) if a not in already]
-            results = await _write_chunk(q, task_id, domain_id, fresh)
+            results = await _write_chunk(store, task_id, domain_id, fresh)
             shown = {a: r for a, r in results.items() if r["status"] == CREATED and a in generated}
             for address in shown:
                 results[address]["generated"] = True
             if shown:
                 # before COMMIT: a run that dies after it has already kept its passwords
                 key = passwords_key(settings.redis_prefix, task_id)
-                await ctx["redis"].hset(key, mapping={a: generated[a] for a in shown})
-                await ctx["redis"].expire(key, settings.password_ttl_s)
+                await job.redis.hset(key, mapping={a: generated[a] for a in shown})  # type: ignore[misc]
+                await job.redis.expire(key, settings.password_ttl_s)
             done += len(chunk)
             created += sum(r["status"] == CREATED for r in results.values())
             if number < len(chunks) - 1:
-                await q.execute("record_progress", task_id, results, done)
+                await store.record_progress(task_id=task_id, results=results, done=done)
                 continue
             if single and results and results[addresses[0]]["status"] != CREATED:
                 status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
-            await q.execute("finish_task", task_id, status, reason, results)
+            await store.finish_task(task_id=task_id, status=status, error=reason,
+                                    results=results)
     return status, created, reason
 
 
-async def _write_chunk(q: Queries, task_id: int, domain_id: int,
+async def _write_chunk(store: Store, task_id: int, domain_id: int,
                        items: list[tuple[dict[str, Any], str]]) -> dict[str, dict[str, Any]]:
     """Insert what fits the domain's limits, in one statement; the per-item outcomes."""
-    domain = await q.fetchrow("lock_domain", domain_id)
+    domain = await store.lock_domain(domain_id=domain_id)
     if domain is None:
         raise ProvisioningError("The domain no longer exists.")
-    existing = set(await q.fetchval("existing_addresses", [a for _, a in items]))
+    existing = await store.existing_addresses(addresses=[a for _, a in items])
     count, used = domain["mailbox_count"], domain["quota_used_mb"]
     results: dict[str, dict[str, Any]] = {}
     accepted = []
@@ -222,32 +214,24 @@ async def _write_chunk(q: Queries, task_id: int, domain_id: int,
         elif used + item["quota_mb"] > domain["quota_mb"]:
             results[address] = {"status": QUOTA}
         else:
-            accepted.append((item, address))
+            accepted.append(NewMailbox(item["local_part"], address, item["password_hash"],
+                                       item.get("display_name"), item["quota_mb"]))
             count += 1
             used += item["quota_mb"]
     if accepted:
-        inserted = {r["address"] for r in await q.fetch(
-            "insert_mailboxes", domain_id, task_id,
-            [i["local_part"] for i, _ in accepted], [a for _, a in accepted],
-            [i["password_hash"] for i, _ in accepted], [i.get("display_name") for i, _ in accepted],
-            [i["quota_mb"] for i, _ in accepted],
-        )}
-        for _, address in accepted:
-            results[address] = {"status": CREATED if address in inserted else EXISTS}
+        inserted = await store.insert_mailboxes(domain_id=domain_id, task_id=task_id,
+                                                mailboxes=accepted)
+        for mailbox in accepted:
+            results[mailbox.address] = {"status": CREATED if mailbox.address in inserted
+                                        else EXISTS}
     return results
 
 
-async def provision_domain(ctx: dict[str, Any], task_id: int) -> Outcome:
-    return await _run(ctx, task_id, _domain)
-
-
-async def provision_sub_domain(ctx: dict[str, Any], task_id: int) -> Outcome:
-    return await _run(ctx, task_id, _sub_domains)
-
-
-async def provision_mailbox_single(ctx: dict[str, Any], task_id: int) -> Outcome:
-    return await _run(ctx, task_id, _mailboxes)
-
-
-async def provision_mailbox_bulk(ctx: dict[str, Any], task_id: int) -> Outcome:
-    return await _run(ctx, task_id, _mailboxes)
+# the body of each task type (service/core/tasks.py lists them; the worker checks the two
+# lists agree when it starts)
+BODIES: dict[str, Body] = {
+    "domain": _domain,
+    "sub_domain": _sub_domains,
+    "mailbox_single": _mailboxes,
+    "mailbox_bulk": _mailboxes,
+}

@@ -1,4 +1,4 @@
-"""The worker process: arq settings, and the resources its jobs share."""
+"""The worker process: arq's settings, and the resources its jobs share."""
 
 from __future__ import annotations
 
@@ -7,33 +7,44 @@ import logging
 from typing import Any
 
 from arq import cron
-from arq.worker import Worker
+from arq.worker import Function, Worker, func
 
-from service import presence
-from service.db import Database
-from service.errors import BACKEND_DOWN
-from service.passwords import Hasher
-from service.queue import redis_settings
-from service.settings import Settings
-from worker import jobs
-from worker.metrics import WorkerMetrics, bind_job, observed
+from service.core import presence
+from service.core.db import Database
+from service.core.errors import BACKEND_DOWN
+from service.core.passwords import Hasher
+from service.core.queue import redis_settings
+from service.core.settings import Settings
+from service.core.tasks import TASK_TYPES, job_name
+from worker import context as job_context
+from worker.jobs import BODIES, run_task
+from worker.metrics import WorkerMetrics
+from worker.observe import bind_job, observed
 from worker.sweeper import sweep
 
 log = logging.getLogger("mailprov.worker")
 
+if set(BODIES) != set(TASK_TYPES):  # one list of task types: the worker runs each of them
+    raise RuntimeError(f"task types without a job body: {set(TASK_TYPES) ^ set(BODIES)}")
+
+# one arq function per task type, all running the same job: the task row picks its body
+FUNCTIONS: list[Function] = [
+    func(observed(run_task, job_name(t)), name=job_name(t))  # type: ignore[arg-type]
+    for t in TASK_TYPES]
+
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["db"] = await Database.connect(settings.database_url, min_size=1,
-                                       max_size=settings.worker_max_jobs + 2)
-    # a caller (a test, the dev runner) may lend a pool it keeps warm
-    ctx.setdefault("hasher", Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                                    settings.hash_processes))
-    ctx["metrics"] = WorkerMetrics()
+    db = await Database.connect(settings.database_url, min_size=1,
+                                max_size=settings.worker_max_jobs + 2)
+    # a caller (the supervisor, a test) may lend a pool it keeps warm
+    hasher = ctx.get("hasher") or Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                                         settings.hash_processes)
+    metrics = WorkerMetrics()
+    ctx[job_context.KEY] = job_context.JobContext(settings, db, ctx["redis"], hasher, metrics)
     if settings.worker_metrics_port:
         try:
-            ctx["metrics_server"] = ctx["metrics"].serve(settings.worker_metrics_port,
-                                                         settings.host)
+            ctx["metrics_server"] = metrics.serve(settings.worker_metrics_port, settings.host)
         except OSError as exc:
             # metrics are not worth stopping the work for; the line says what to change
             log.error("worker metrics off: port %s: %s (set MAILPROV_WORKER_METRICS_PORT "
@@ -49,33 +60,22 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             await presence.unregister(ctx["redis"], ctx["settings"], ctx["worker_id"])
     if "metrics_server" in ctx:
         await WorkerMetrics.stop(ctx.pop("metrics_server"))
-    if "db" in ctx:
-        await ctx["db"].close()
-    if not ctx.get("hasher_lent") and "hasher" in ctx:
-        ctx["hasher"].close()
-
-
-class WorkerSettings:
-    """What every worker runs; `worker_options` adds what comes from Settings."""
-
-    functions = [observed(job) for job in (jobs.provision_domain, jobs.provision_sub_domain,
-                                           jobs.provision_mailbox_single,
-                                           jobs.provision_mailbox_bulk)]
-    on_startup = startup
-    on_shutdown = shutdown
-    on_job_start = bind_job
-    # the task row is the result; arq's copy would only fill Redis
-    keep_result = 0
+    job = ctx.pop(job_context.KEY, None)
+    if job is not None:
+        await job.db.close()
+        if "hasher" not in ctx:  # its own, not lent
+            job.hasher.close()
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     every = settings.sweep_interval_s
     options: dict[str, Any] = {
-        "functions": WorkerSettings.functions,
-        "on_startup": WorkerSettings.on_startup,
-        "on_shutdown": WorkerSettings.on_shutdown,
-        "on_job_start": WorkerSettings.on_job_start,
-        "keep_result": WorkerSettings.keep_result,
+        "functions": FUNCTIONS,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "on_job_start": bind_job,
+        # the task row is the result; arq's copy would only fill Redis
+        "keep_result": 0,
         # named after the queue: arq's cron job ids are global to a Redis, and two
         # installations (or test runs) sharing one must each get their sweep. Its timeout
         # is no longer than a job's: arq keeps every job's in-progress mark for the longest
@@ -101,7 +101,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    # a health key per worker (service/presence.py says why), named in the worker registry
+    # a health key per worker (service/core/presence.py says why), named in the registry
     worker_id = presence.new_worker_id()
     overrides.setdefault("health_check_key", presence.health_key(settings, worker_id))
     worker = Worker(**worker_options(settings, **overrides))

@@ -22,8 +22,8 @@ from typing import Any
 
 from arq.worker import Worker
 
-from service.passwords import Hasher
-from service.settings import Settings
+from service.core.passwords import Hasher
+from service.core.settings import Settings
 from worker.jobs import TRANSIENT
 from worker.main import create_worker, shutdown
 
@@ -83,7 +83,7 @@ class Supervisor:
     async def _run_worker(self, hasher: Hasher) -> BaseException | None:
         """Run one worker to its end: None when it stopped as asked (or, in burst mode,
         ran out of jobs), the error when a backing service made it stop."""
-        ctx = {"settings": self.settings, "hasher": hasher, "hasher_lent": True}
+        ctx = {"settings": self.settings, "hasher": hasher}
         worker = create_worker(self.settings, handle_signals=False, ctx=ctx, **self.overrides)
         self._worker = worker
         error: BaseException | None = None

@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service import idempotency
-from service.db import Database
-from service.queue import enqueue
-from service.settings import Settings
+from service.core.queue import enqueue
+from service.core.settings import IDEMPOTENCY_TTL_S
+from worker.context import context
 
 log = logging.getLogger("mailprov.sweeper")
 
@@ -23,15 +22,15 @@ BATCH = 1000
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    db: Database = ctx["db"]
-    settings: Settings = ctx["settings"]
+    job = context(ctx)
+    settings = job.settings
     silent_for = settings.worker_job_timeout_s + settings.sweep_processing_margin_s
-    stale = await db.fetch("stale_tasks", float(settings.sweep_queued_after_s),
-                           float(silent_for), BATCH)
+    stale = await job.db.stale_tasks(queued_after_s=float(settings.sweep_queued_after_s),
+                                     silent_for_s=float(silent_for), limit=BATCH)
     requeued = 0
     for task in stale:
-        requeued += await enqueue(ctx["redis"], task["id"], task["type"])
+        requeued += await enqueue(job.redis, task["id"], task["type"])
     if stale:
         log.info("sweeper: %s stale tasks, %s enqueued again", len(stale), requeued)
-    await db.execute("delete_expired_idempotency_keys", idempotency.TTL_S, BATCH)
+    await job.db.delete_expired_idempotency_keys(ttl_s=IDEMPOTENCY_TTL_S, limit=BATCH)
     return requeued

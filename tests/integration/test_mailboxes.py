@@ -2,8 +2,8 @@
 
 import asyncio
 
-from service import passwords
-from service.settings import Settings
+from service.core import passwords
+from service.core.settings import Settings
 from tests.conftest import url
 
 JOHN = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
@@ -269,7 +269,7 @@ async def test_list_mailbox_errors_and_isolation(make, client, settings):
 async def test_imap_credentials_when_a_host_is_configured(make, settings, run_worker):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from service.app import create_app
+    from service.web.app import create_app
 
     account_id, key = await make.account()
     await make.domain(key)

@@ -6,16 +6,19 @@ import asyncio
 import os
 import signal
 import sys
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 from arq import Retry
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.embedded import free_port
+from service.cli.embedded import free_port
 from tests.conftest import url
+from worker.context import KEY
 from worker.main import create_worker
-from worker.metrics import WorkerMetrics, observed
+from worker.metrics import WorkerMetrics
+from worker.observe import observed
 
 JOHN = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
         "Params": {}}
@@ -91,7 +94,7 @@ async def test_web_metrics_move_with_the_queue(make, client, settings):
 async def test_rate_limit_refusals_are_counted(make, settings):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from service.app import create_app
+    from service.web.app import create_app
 
     async with TestClient(TestServer(create_app(settings.replace(rate_create_domain=1)))) as c:
         make.client = c
@@ -117,7 +120,7 @@ async def test_worker_metrics_count_jobs_and_items(make, db, settings, hasher):
     port = free_port()
     chosen = settings.replace(worker_metrics_port=port, host="127.0.0.1")
     worker = create_worker(chosen, poll_delay=0.02, handle_signals=False,
-                           ctx={"settings": chosen, "hasher": hasher, "hasher_lent": True})
+                           ctx={"settings": chosen, "hasher": hasher})
     running = asyncio.create_task(worker.main())
     try:
         for body, route in ((BULK, "create_mailbox_bulk"), (JOHN, "create_mailbox_single"),
@@ -160,7 +163,7 @@ async def test_a_retry_is_counted_as_retried():
 
     metrics = WorkerMetrics()
     with pytest.raises(Retry):
-        await observed(provision_flaky)({"metrics": metrics, "job_try": 1}, 7)
+        await observed(provision_flaky)({KEY: SimpleNamespace(metrics=metrics), "job_try": 1}, 7)
     found = samples(_exposition(metrics))
     assert value(found, "mailprov_worker_jobs_retried_total", job="provision_flaky") == 1
     assert value(found, "mailprov_worker_jobs_failed_total", job="provision_flaky") == 0

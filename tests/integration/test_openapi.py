@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from service.app import create_app
-from service.tasks import passwords_key
+from service.core.tasks import passwords_key
+from service.web.app import create_app
 from tests.conftest import url
 from tests.unit.test_apidoc import response_errors
 
@@ -64,7 +64,7 @@ class Checker:
 
 
 async def test_every_documented_response_is_a_real_one(make, client, settings, run_worker,
-                                                       redis):
+                                                       redis, db):
     seen: set[tuple[str, str, str]] = set()
     api = await Checker(client, seen).load()
     validate(api.doc)
@@ -132,6 +132,13 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         await api.call("POST", route, 400, data=b"[1]")
         invalid = await api.post(route, 422, {"Domian": "example.com"}, key)
         assert invalid["errors"]["Domian"] == ["Unknown field."]
+    # a repeat while the first request with its Idempotency-Key is still being handled
+    # (its lock held here the way a request being handled holds it)
+    async with db.transaction() as q:
+        assert await q.idempotency_lock(account_id=a_id, key="busy")
+        for route in POSTS:
+            await api.call("POST", route, 409, json={"key": key},
+                           headers={"Idempotency-Key": "busy"})
 
     # a second app with tight limits: 413, 429 on every endpoint, IMAP credentials
     tight = settings.replace(max_body_bytes=1024, rate_create_domain=1,

@@ -5,7 +5,7 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.app import create_app
+from service.web.app import create_app
 
 TOKEN = "ops-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -59,7 +59,7 @@ async def _failed_mailbox(make, ops, db):
     over = {**ok, "Email_fullname": "jane", "Params": {"password": SECRET}}
     task_id = (await (await make.post("create_mailbox_single", over, key)).json())["task_id"]
     await make.run_worker()
-    assert await db.fetchval("task_status", task_id) == "failed"
+    assert await db.task_status(task_id=task_id) == "failed"
     return account_id, key, task_id
 
 
@@ -83,7 +83,7 @@ async def test_a_failed_task_shows_with_its_reason_and_can_be_retried(make, ops,
     for shown in ("failed", "Mailbox limit reached.", "jane@example.com", "attempts",
                   "[hidden]", f"<td>{account_id}</td>"):
         assert shown in detail, shown
-    hashed = (await db.fetchrow("ops_get_task", task_id))["payload"]["items"][0]
+    hashed = (await db.ops_get_task(task_id=task_id))["payload"]["items"][0]
     assert hashed["password_hash"].startswith("{ARGON2ID}")
     for secret in (SECRET, hashed["password_hash"], "ARGON2", key):
         assert secret not in detail
@@ -91,9 +91,9 @@ async def test_a_failed_task_shows_with_its_reason_and_can_be_retried(make, ops,
     # retrying before the cause is fixed fails again, for the same reason
     r = await ops.post(f"/ops/tasks/{task_id}/retry", headers=BEARER, allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == f"/ops/tasks/{task_id}"
-    assert await db.fetchval("task_status", task_id) == "queued"
+    assert await db.task_status(task_id=task_id) == "queued"
     await make.run_worker()
-    assert await db.fetchval("task_status", task_id) == "failed"
+    assert await db.task_status(task_id=task_id) == "failed"
 
     # the operator gives the domain room, and retries: the task completes
     await db.pool.execute("UPDATE domains SET max_mailboxes = 2 WHERE name = 'example.com'")
@@ -119,7 +119,7 @@ async def test_unknown_tasks_and_unauthorized_retries_are_refused(make, ops, db)
     assert (await ops.post(f"/ops/tasks/{task_id + 10**6}/retry",
                            headers=BEARER)).status == 404
     assert (await ops.post(f"/ops/tasks/{task_id}/retry")).status == 401
-    assert await db.fetchval("task_status", task_id) == "failed"
+    assert await db.task_status(task_id=task_id) == "failed"
 
 
 async def test_the_page_shows_live_workers_and_the_queue(make, ops, hasher, settings):
@@ -137,7 +137,7 @@ async def test_the_page_shows_live_workers_and_the_queue(make, ops, hasher, sett
 
     fast = settings.replace(worker_health_check_interval_s=1)
     worker = create_worker(fast, poll_delay=0.05, handle_signals=False,
-                           ctx={"settings": fast, "hasher": hasher, "hasher_lent": True})
+                           ctx={"settings": fast, "hasher": hasher})
     running = asyncio.create_task(worker.main())
     try:
         while worker.ctx["worker_id"] not in page or "<b>1</b>completed" not in page:

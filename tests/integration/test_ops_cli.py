@@ -119,3 +119,17 @@ async def test_queue_watch_refreshes_until_stopped(make, settings):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_json_goes_before_or_after_the_command(make, settings):
+    account_id, _, task_id = await _failing_account(make, "acme", "example.com")
+    before = await as_json(settings, "tasks", "list", "--status", "failed")
+    code, out, err = await mailprov(settings, "tasks", "list", "--status", "failed", "--json")
+    assert code == 0, err
+    assert json.loads(out) == before and before["tasks"][0]["id"] == task_id
+    code, out, err = await mailprov(settings, "account", "create", "--name", "x", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["user_id"] > account_id and len(made["key"]) == 32
+    code, out, _ = await mailprov(settings, "tasks", "show", "1", "--json")
+    assert code == 1 and json.loads(out) == {"error": "no task 1"}

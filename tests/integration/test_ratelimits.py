@@ -5,7 +5,7 @@ import time
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.app import create_app
+from service.web.app import create_app
 from tests.conftest import url
 
 

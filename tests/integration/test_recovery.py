@@ -23,11 +23,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from arq import Retry
 
-from service.app import create_app
-from service.embedded import free_port, port_open
-from service.settings import Settings
+from service.cli.embedded import free_port, port_open
+from service.core.settings import Settings
+from service.web.app import create_app
 from tests.conftest import url
 from worker import jobs
+from worker.context import KEY, JobContext
 
 ROOT = Path(__file__).resolve().parents[2]
 SINGLE = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
@@ -250,17 +251,18 @@ async def test_transient_errors_are_retried_then_fail_the_task(make, db, setting
     await make.domain(key)
     task_id = (await (await make.post("create_mailbox_single", SINGLE, key)).json())["task_id"]
 
-    async def deadlocked(ctx: Any, task: Any) -> None:
+    async def deadlocked(job: Any, task: Any) -> None:
         raise asyncpg.DeadlockDetectedError("deadlock detected")
 
-    ctx = {"db": db, "settings": settings, "job_try": 1}
+    ctx = {KEY: JobContext(settings, db, None, None, None), "job_try": 1}  # type: ignore[arg-type]
+    bodies = {"mailbox_single": deadlocked}
     with pytest.raises(Retry):
-        await jobs._run(ctx, task_id, deadlocked)
+        await jobs.run_task(ctx, task_id, bodies)
     task = await _task(db, task_id)
     assert (task["status"], task["attempts"]) == ("processing", 1)
     await db.pool.execute("UPDATE tasks SET attempts = $2 WHERE id = $1", task_id,
                           settings.worker_max_tries - 1)
-    assert (await jobs._run(ctx, task_id, deadlocked)).result == "failed"
+    assert (await jobs.run_task(ctx, task_id, bodies)).result == "failed"
     status, body = await make.task(key, task_id)
     assert status == 422
     assert body["reason"] == "Internal error after 5 attempts; the task can be retried."

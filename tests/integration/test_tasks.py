@@ -54,7 +54,7 @@ async def test_keys_come_from_body_query_or_bearer_header(make, client):
 
 
 async def test_revoked_keys_stop_working(make, client, settings, monkeypatch, capsys):
-    from service import cli
+    from service.cli import main as cli
 
     account_id, key = await make.account()
     monkeypatch.setenv("DATABASE_URL", settings.database_url)

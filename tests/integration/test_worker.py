@@ -4,10 +4,12 @@ import asyncio
 
 from arq import create_pool
 
-from service.db import Database
-from service.passwords import Hasher
-from service.queue import redis_settings
+from service.core.db import Database
+from service.core.passwords import Hasher
+from service.core.queue import redis_settings
 from worker import jobs
+from worker.context import KEY, JobContext
+from worker.metrics import WorkerMetrics
 
 BULK = {"Email_fullname": "team", "single_bulk": "bulk", "Domain": "example.com",
         "Params": {"count": 250, "quota_mb": 10}}
@@ -57,11 +59,11 @@ async def test_two_runs_of_one_task_at_once_create_everything_once(make, db, set
     arq = await create_pool(redis_settings(settings.redis_url),
                             default_queue_name=settings.queue_name)
     worker_db = await Database.connect(settings.database_url, min_size=2, max_size=6)
-    ctx = {"settings": settings.replace(bulk_chunk_size=25), "db": worker_db,
-           "hasher": hasher, "redis": arq, "job_try": 1}
+    job = JobContext(settings.replace(bulk_chunk_size=25), worker_db, arq, hasher,
+                     WorkerMetrics())
+    ctx = {KEY: job, "job_try": 1}
     try:
-        outcomes = await asyncio.gather(jobs.provision_mailbox_bulk(ctx, task_id),
-                                        jobs.provision_mailbox_bulk(ctx, task_id))
+        outcomes = await asyncio.gather(jobs.run_task(ctx, task_id), jobs.run_task(ctx, task_id))
     finally:
         await worker_db.close()
         await arq.aclose()
@@ -71,7 +73,7 @@ async def test_two_runs_of_one_task_at_once_create_everything_once(make, db, set
     assert status == 200 and task["status"] == "completed"
     assert {v["status"] for v in task["results"].values()} == {"Created successfully."}
     # every generated password shown is the one whose hash was stored
-    from service.passwords import verify
+    from service.core.passwords import verify
     stored = dict(await db.pool.fetch("SELECT address, password_hash FROM mailboxes"))
     for address, result in list(task["results"].items())[::25]:
         assert verify(stored[address], result["password"])

@@ -17,9 +17,9 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from service.apidoc import ASSET_ROUTE, build_spec
-from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
+from service.web.api.apidoc import ASSET_ROUTE, build_spec
+from service.web.app import create_app
 
 DOC_URI = "urn:mailprov:openapi"
 

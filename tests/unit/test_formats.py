@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta, timezone
 
-from service import formats
+from service.web.api import formats
 
 
 def test_quota_units_follow_the_seed():

@@ -1,6 +1,6 @@
 import pytest
 
-from service import names
+from service.core import names
 
 
 @pytest.mark.parametrize(("given", "expected"), [

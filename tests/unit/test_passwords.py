@@ -1,4 +1,4 @@
-from service import passwords
+from service.core import passwords
 
 
 def test_hashes_carry_the_dovecot_scheme_and_verify():

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from service.app import create_app
-from service.settings import Settings, setting_names
+from service.core.settings import Settings, setting_names
+from service.web.app import create_app
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -1,0 +1,122 @@
+"""Domain exceptions. Each carries the status a client is answered with, and its message
+in the docstring, so raising sites stay short: `raise DomainNotFound`. Each API face
+renders them in its own error shape."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+
+# A backing service is down or restarting: the web answers 503, a job tries again later.
+BACKEND_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    # a pooled connection whose session the server ended mid-operation (a restart) can
+    # fail this way before the pool drops it (MagicStack/asyncpg#1069)
+    asyncpg.InternalClientError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class ApiError(Exception):
+    """Internal error."""
+
+    status = 500
+
+    def __init__(self, reason: str | None = None, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        self.reason = reason or (self.__doc__ or "").strip()
+        self.headers = headers or {}
+        # extra top-level fields of the error body (a failed task's Task_id, results, ...)
+        self.extra = extra
+        super().__init__(self.reason)
+
+
+class BadJson(ApiError):
+    """The request body must be a JSON object."""
+
+    status = 400
+
+
+class InvalidApiKey(ApiError):
+    """Invalid API key."""
+
+    status = 401
+
+
+class UnauthorizedCaller(ApiError):
+    """Unauthorized caller."""
+
+    status = 403
+
+
+class NotFound(ApiError):
+    """Not found."""
+
+    status = 404
+
+
+class DomainNotFound(NotFound):
+    """Domain not found for this account."""
+
+
+class ParentDomainNotFound(NotFound):
+    """Parent domain was not found."""
+
+
+class TaskNotFound(NotFound):
+    """Task ID was not found for this API key."""
+
+
+class Conflict(ApiError):
+    """Already exists."""
+
+    status = 409
+
+
+class DomainExists(Conflict):
+    """Domain already exists."""
+
+
+class Invalid(ApiError):
+    """Validation failed."""
+
+    status = 422
+
+    def __init__(self, reason: str | None = None, errors: dict[str, list[str]] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(reason, **extra)
+        if errors:
+            self.extra["errors"] = errors
+
+
+class TaskTypeMismatch(Invalid):
+    """Task type does not match this endpoint."""
+
+
+class TaskFailed(Invalid):
+    """Task processing failed."""
+
+
+class RateLimited(ApiError):
+    """Rate limit exceeded: too many requests in the last hour."""
+
+    status = 429
+
+
+class SubDomainRateLimited(RateLimited):
+    """Sub-domain requests are limited to once per hour for this domain."""
+
+
+class Unavailable(ApiError):
+    """A backing service is unavailable; try again shortly."""
+
+    status = 503

@@ -1,0 +1,125 @@
+"""Structured logs: one JSON object per line, from the web and worker processes alike.
+
+Every line carries what is known of where it comes from (request id, account id, task id,
+job): code binds those into a context variable once, at the start of a request or job,
+and every line logged within it gets them. A redaction guard runs on every line as it
+leaves, so a key, a password or a hash never reaches a log even if some code passes one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+# Never mutated in place: `bind` and `scope` set a new dict, so a request or job sees only
+# what it (or its caller) bound, and asyncio tasks started within inherit a snapshot.
+_context: ContextVar[Mapping[str, Any]] = ContextVar("mailprov_log_context",
+                                                     default=MappingProxyType({}))
+
+REDACTED = "[redacted]"
+# a field with such a name never shows its value, whatever it holds: in a log line, or in a
+# task's payload on the ops page and in `mailprov tasks show`
+SECRET_FIELD = re.compile(r"pass|secret|token|key|hash|authorization|cookie", re.IGNORECASE)
+# what a secret looks like when it turns up inside a message or a traceback
+SECRET_SHAPES = re.compile(
+    # a Dovecot hash: {ARGON2ID}$argon2id$..., {SHA512-CRYPT}$6$...
+    r"\{[A-Z0-9][A-Z0-9._-]*\}[^\s\"'\\]+"
+    r"|\$(?:argon2(?:id|i|d)|2[abxy]|[156]|y|gy|7)\$[^\s\"'\\]+"  # a crypt(3)-style hash
+    r"|\b[0-9a-fA-F]{64}\b"  # a SHA-256 digest, as API keys are stored
+    # an API key: 32 letters and digits, unless plain lowercase hex (a request id)
+    r"|\b(?![0-9a-f]{32}\b)[A-Za-z0-9]{32}\b"
+    # a generated password: 20 of them, mixing cases and digits (a class name has no digit)
+    r"|\b(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{20}\b"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with anything shaped like a key, a generated password or a hash replaced."""
+    return SECRET_SHAPES.sub(REDACTED, text)
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to every line logged from here to the end of the current request or job."""
+    _context.set({**_context.get(), **fields})
+
+
+def current() -> dict[str, Any]:
+    """The fields bound so far."""
+    return dict(_context.get())
+
+
+@contextmanager
+def scope(**fields: Any) -> Iterator[None]:
+    """A fresh context for one request or job: nothing bound before leaks in or out."""
+    token = _context.set(dict(fields))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class JsonLines(JsonFormatter):
+    """`{"time": ..., "level": ..., "logger": ..., "message": ..., <context>, <extra>}`."""
+
+    def __init__(self) -> None:
+        super().__init__("{levelname}{name}{message}", style="{", timestamp="time",
+                         rename_fields={"levelname": "level", "name": "logger"},
+                         json_ensure_ascii=False)
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        for name, value in _context.get().items():
+            log_data.setdefault(name, value)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {name: REDACTED if value is not None and SECRET_FIELD.search(name) else value
+                for name, value in log_data.items()}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class TextLines(logging.Formatter):
+    """For a person at a terminal: the usual line, then the context and extras as k=v."""
+
+    STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {**_context.get(),
+                  **{k: v for k, v in vars(record).items() if k not in self.STANDARD}}
+        shown = " ".join(f"{k}={REDACTED if SECRET_FIELD.search(k) else v}"
+                         for k, v in fields.items() if v is not None)
+        return redact(super().format(record) + (f" [{shown}]" if shown else ""))
+
+
+def handler(log_format: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing lines in `log_format` ("json" or "text") to `stream` (stderr)."""
+    if log_format not in ("json", "text"):
+        raise ValueError(f"log format {log_format!r} is not json or text")
+    out = logging.StreamHandler(stream or sys.stderr)
+    out.setFormatter(JsonLines() if log_format == "json" else TextLines())
+    return out
+
+
+def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
+    """Send every logger's lines to stderr in `log_format`; for the processes' entry point.
+
+    Like `logging.basicConfig`, it leaves logging alone where something configured it
+    already (a test run calling `main()`, a program embedding mailprov)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    root.addHandler(handler(log_format))
+    root.setLevel(level)

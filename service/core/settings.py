@@ -1,0 +1,115 @@
+"""One settings object, read from the environment (12-factor).
+
+`DATABASE_URL`, `REDIS_URL` and `PORT` keep their platform names so a Procfile host can
+inject them; everything else is `MAILPROV_<FIELD NAME IN CAPITALS>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+# how long an Idempotency-Key's record is kept (the web replays it, the sweeper deletes it)
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+PLATFORM_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "port": "PORT"}
+
+
+def env_name(field: str) -> str:
+    return PLATFORM_NAMES.get(field, "MAILPROV_" + field.upper())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/mailprov"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    port: int = 8080
+    host: str = "0.0.0.0"  # noqa: S104 - a Procfile host routes to the container's port
+    # every Redis key (queue, rate limits, passwords) starts with this, so installations
+    # and test runs can share one Redis
+    redis_prefix: str = "mailprov:"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    max_body_bytes: int = 1024 * 1024
+    bulk_max: int = 1000
+    sub_domains_max: int = 10
+
+    # requests per account per rolling hour
+    rate_create_domain: int = 100
+    rate_create_mailbox_single: int = 1000
+    rate_create_mailbox_bulk: int = 100
+    rate_get: int = 36000
+    rate_sub_domain_window_s: int = 3600
+
+    imap_host: str = ""
+    imap_port: int = 993
+    password_ttl_s: int = 3600
+
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    # 0 = one hashing process per core
+    hash_processes: int = 0
+
+    # arq: its defaults (0.5 s polls, 10 jobs) cap a worker far below what Postgres can take
+    worker_poll_delay_s: float = 0.05
+    worker_max_jobs: int = 20
+    worker_job_timeout_s: int = 300
+    worker_max_tries: int = 5
+    # how often a worker writes its health key (read by `mailprov worker --check` and /ops);
+    # the key lives one second longer, so a probe sees a stalled worker within seconds
+    worker_health_check_interval_s: int = 5
+    # the worker's Prometheus endpoint; 0 = off. Workers sharing a host need ports of their own
+    worker_metrics_port: int = 0
+    # rows per transaction in a bulk task: locks stay short and progress shows
+    bulk_chunk_size: int = 100
+    # the sweeper re-enqueues tasks still queued after this long
+    sweep_queued_after_s: int = 5
+    sweep_interval_s: int = 5
+    # ... and tasks still `processing` this long past the job timeout with no write (their
+    # worker died and Redis lost the job; arq itself re-runs a killed job after timeout + 10 s)
+    sweep_processing_margin_s: int = 30
+    # on SIGTERM a worker takes no new jobs and gives running ones this long to finish;
+    # the rest are cancelled and run again
+    worker_shutdown_grace_s: int = 20
+
+    # the /ops queue page answers 404 while this is empty
+    ops_token: str = ""
+    # "json": one JSON object per line; "text": for a person at a terminal
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `env` (default: os.environ), then apply `overrides`."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            kind: Any = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise SystemExit(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.redis_prefix}queue"
+
+
+def setting_names() -> list[tuple[str, str, Any]]:
+    """(environment name, field, default) for every setting, for the README and `--help`."""
+    return [
+        (env_name(f.name), f.name, f.default)
+        for f in fields(Settings)
+    ]

@@ -1,0 +1,68 @@
+"""MailAPI handlers for domains and sub-domains."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp import web
+
+from service.core import names
+from service.core.errors import Invalid
+from service.web.api import formats
+from service.web.call import Call
+from service.web.state import DB, LIMITER, RATE, SETTINGS
+
+
+async def list_domains(call: Call) -> web.Response:
+    rows = await call.app[DB].list_domains(account_id=call.account_id)
+    results = {}
+    for row in rows:
+        entry = {
+            "status": row["status"],
+            "domain_quota": formats.domain_quota(row["quota_mb"]),
+            "mailbox_count": str(row["mailbox_count"]),
+            "created_at": formats.day(row["created_at"]),
+        }
+        if row["parent"]:
+            entry["parent"] = row["parent"]
+        results[row["name"]] = entry
+    return web.json_response({"user_id": str(call.account_id), "total_domain": len(rows),
+                              "results": results, "status": "success"})
+
+
+async def create_domain(call: Call) -> web.Response:
+    domain, params = call.data["Domain"], call.data["Params"]
+    # the domain row (pending, 409 if taken) and its task, in one statement
+    task_id = await call.store.create_domain_task(
+        account_id=call.account_id, domain=domain, quota_mb=params["quota_mb"],
+        max_mailboxes=params["max_mailboxes"],
+        default_mailbox_quota_mb=params["default_mailbox_quota_mb"],
+        description=params["description"])
+    await call.enqueue(task_id, "domain")
+    return web.json_response({"status": "success", "domain": domain, "task_id": task_id})
+
+
+async def create_sub_domains(call: Call) -> web.Response:
+    parent = call.found
+    assert parent is not None  # the route's lookup
+    full_names = []
+    for label in call.data["Params"]["sub_domains"]:
+        try:
+            full_names.append(names.domain(f"{label}.{parent['name']}"))
+        except ValueError as exc:
+            raise Invalid(f"Params.sub_domains: {exc}",
+                          {"Params.sub_domains": [str(exc)]}) from None
+    limiter = call.app[LIMITER]
+    # success-only: the slot is taken last, and handed back if recording the task fails
+    decision = await limiter.once(call.account_id, f"sub_domain:{parent['id']}",
+                                  call.app[SETTINGS].rate_sub_domain_window_s)
+    call.request[RATE] = decision
+    try:
+        task_id = await call.submit("sub_domain", parent["name"],
+                                    {"parent_id": parent["id"], "names": full_names},
+                                    len(full_names))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await limiter.release(decision)
+        raise
+    return web.json_response({"status": "success", "domain": parent["name"], "task_id": task_id})

@@ -1,0 +1,47 @@
+"""MailAPI handlers that poll a task.
+
+Polling reads Postgres only (never the arq result store); generated passwords come from
+Redis, where they expire.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.core.errors import TaskFailed, TaskTypeMismatch
+from service.core.tasks import passwords_key
+from service.web.api import formats
+from service.web.call import Call
+from service.web.state import ARQ, SETTINGS
+
+
+async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
+    task = call.found
+    assert task is not None  # the route's lookup
+    if types is not None and task["type"] not in types:
+        raise TaskTypeMismatch
+    passwords: dict[str, str] = {}
+    if any(item.get("generated") for item in task["results"].values()):
+        key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
+        stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
+        passwords = {k.decode(): v.decode() for k, v in stored.items()}
+    body = formats.task_body(task, passwords)
+    if types is None:
+        body["type"] = task["type"]
+    if task["status"] == "failed":
+        raise TaskFailed(task["error"], Task_id=body["Task_id"], task_id=body["task_id"],
+                         domain=body["domain"], results=body["results"],
+                         **({"type": task["type"]} if types is None else {}))
+    return web.json_response(body)
+
+
+async def get_mailbox_single(call: Call) -> web.Response:
+    return await _task(call, ("mailbox_single",))
+
+
+async def get_mailbox_bulk(call: Call) -> web.Response:
+    return await _task(call, ("mailbox_bulk",))
+
+
+async def get_task(call: Call) -> web.Response:
+    return await _task(call, None)

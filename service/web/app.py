@@ -1,0 +1,109 @@
+"""The web process: `create_app(settings)` builds it from the route table, each resource
+in a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from arq.connections import ArqRedis
+from marshmallow import Schema
+
+from service.core.db import Database
+from service.core.errors import BACKEND_DOWN
+from service.core.passwords import Hasher
+from service.core.settings import Settings
+from service.web.api.apidoc import DOCUMENT
+from service.web.api.schemas import BodySchema
+from service.web.middleware import error_middleware
+from service.web.ops.metrics import METRICS, WebMetrics, observe_middleware
+from service.web.policy import wrap
+from service.web.ratelimit import RateLimiter
+from service.web.routes import ROUTES
+from service.web.state import (
+    ARQ,
+    DB,
+    HASHER,
+    IDEMPOTENCY_SLOTS,
+    LIMITER,
+    SCHEMAS,
+    SETTINGS,
+)
+from service.web.state import ROUTES as ROUTE_TABLE
+
+log = logging.getLogger("mailprov.web")
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    try:
+        # connecting the pool's first connections is the check
+        db = await Database.connect(settings.database_url, min_size=settings.db_pool_min,
+                                    max_size=settings.db_pool_max)
+    except BACKEND_DOWN as exc:
+        # start all the same, with a pool that connects on demand: requests answer 503
+        # until Postgres is back, then just work, with no restart of this process
+        log.warning("Postgres unreachable at startup (%s); answering 503 until it is back",
+                    type(exc).__name__)
+        db = await Database.connect(settings.database_url, min_size=0,
+                                    max_size=settings.db_pool_max)
+    app[DB] = db
+    yield
+    await db.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # not arq's create_pool, which pings until it connects or gives up: the web starts while
+    # Redis is down, each request that needs it answers 503 (the short connect timeout keeps
+    # that quick) until it is back, and redis-py reconnects by itself
+    arq = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=2)
+    arq.default_queue_name = settings.queue_name
+    try:
+        await arq.ping()
+    except BACKEND_DOWN as exc:
+        log.warning("Redis unreachable at startup (%s); answering 503 until it is back",
+                    type(exc).__name__)
+    app[ARQ] = arq
+    app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
+    yield
+    await arq.aclose()
+
+
+async def hasher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # the web process hashes only passwords a client supplies; two processes are plenty
+    hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                    min(settings.hash_processes or 2, 2))
+    app[HASHER] = hasher
+    yield
+    hasher.close()
+
+
+def _schema(kind: type[Schema], settings: Settings) -> Schema:
+    if issubclass(kind, BodySchema):
+        return kind(bulk_max=settings.bulk_max, sub_domains_max=settings.sub_domains_max)
+    return kind()
+
+
+def create_app(settings: Settings) -> web.Application:
+    # observe_middleware is outermost: it times, counts and logs each final response
+    app = web.Application(middlewares=[observe_middleware, error_middleware],
+                          client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[ROUTE_TABLE] = {route.name: route for route in ROUTES}
+    app[SCHEMAS] = {route.name: _schema(route.policy.schema, settings)
+                    for route in ROUTES if route.policy is not None}
+    app[METRICS] = WebMetrics()
+    app[DOCUMENT] = {}
+    # sized db_pool_max - 1: service/web/idempotency.py says why
+    app[IDEMPOTENCY_SLOTS] = asyncio.Semaphore(max(1, settings.db_pool_max - 1))
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, hasher_ctx])
+    for route in ROUTES:
+        if route.method == "GET":
+            app.router.add_get(route.path, wrap(route), name=route.name)
+        else:
+            app.router.add_route(route.method, route.path, wrap(route), name=route.name)
+    return app

@@ -1,0 +1,72 @@
+"""The one wrapper that applies a route's policy, in the same order for every route, so
+no handler repeats it (the order is Policy's docstring; service/web/route.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from service.core.errors import UnauthorizedCaller
+from service.web import idempotency
+from service.web.api.schemas import load
+from service.web.auth import authenticate
+from service.web.body import json_body
+from service.web.call import Call
+from service.web.route import Route
+from service.web.state import DB, LIMITER, RATE, SCHEMAS, SETTINGS
+
+
+def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of a route: its policy, then its handler."""
+    policy = route.policy
+    if policy is None:
+        return route.handler
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raw: Mapping[str, Any] = (await json_body(request) if policy.body is not None
+                                  else request.query)
+        call = await authenticate(request, raw, policy.lookup)
+        if policy.idempotent and idempotency.HEADER in request.headers:
+            return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
+        return await _proceed(route, call, raw)
+
+    handle.__name__ = route.name
+    return handle
+
+
+async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.StreamResponse:
+    policy = route.policy
+    assert policy is not None
+    request = call.request
+    call.data = data = load(request.app[SCHEMAS][route.name], raw)
+    if policy.caller and data["caller_id"] != call.account_id:
+        raise UnauthorizedCaller
+    # a read counts against its limit whatever it finds; a write only once it is accepted
+    writes = policy.body is not None
+    if not writes:
+        await _count(call, policy.rate)
+    lookup = policy.lookup
+    if lookup is not None:
+        wanted = data[lookup.field]
+        if call.looked_up != wanted:
+            # the raw value could not be read cheaply, yet it validated: read it now
+            call.found = await lookup.fetch(request.app[DB], call.key_hash, wanted)
+        if call.found is None or call.found["id"] is None:
+            raise lookup.missing
+    if policy.check is not None:
+        assert call.found is not None
+        policy.check(data, call.found)
+    if writes:
+        await _count(call, policy.rate)
+    return await route.handler(call)
+
+
+async def _count(call: Call, bucket: str | None) -> None:
+    """Count the request against its account's hourly limit of `bucket` (429 when over);
+    the decision's headers go on the response."""
+    if bucket is not None:
+        app = call.app
+        hourly = getattr(app[SETTINGS], f"rate_{bucket}")
+        call.request[RATE] = await app[LIMITER].hit(call.account_id, bucket, hourly)

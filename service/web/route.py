@@ -1,0 +1,98 @@
+"""What a route is: its path and handler, the policy the one wrapper applies before the
+handler runs (service/web/policy.py), and its documentation. The table itself is
+service/web/routes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema
+
+from service.core.errors import ApiError
+from service.core.store import Row, Store
+
+
+@dataclass(frozen=True)
+class Face:
+    """One of the API's faces, and the shape of its errors."""
+
+    name: str
+    # (status, reason, extra fields) -> the error body
+    error_body: Callable[[int, str, dict[str, Any]], dict[str, Any]]
+
+    def error(self, status: int, reason: str, extra: dict[str, Any] | None = None,
+              headers: dict[str, str] | None = None) -> web.Response:
+        return web.json_response(self.error_body(status, reason, extra or {}),
+                                 status=status, headers=headers)
+
+
+# the hosted MailAPI's contract (api-v1.md): `{"status": "error", "reason": ...}`
+MAILAPI = Face("mailapi", lambda status, reason, extra: {"status": "error", "reason": reason,
+                                                         **extra})
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a request names (a task, a domain), read together with its key in one round
+    trip. `normalise` reads the raw value cheaply, before validation (None: it cannot);
+    `field` is where the validated value sits. A row whose `id` is NULL is not the
+    account's: `missing` is raised."""
+
+    field: str
+    normalise: Callable[[Any], Any]
+    fetch: Callable[[Store, str, Any], Awaitable[Row | None]]
+    missing: type[ApiError]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the wrapper does before the handler, in this order: read the JSON `body`,
+    check the key (with the `lookup`), take the Idempotency-Key when `idempotent`,
+    validate against the schema, check `caller_id` when `caller`, raise the lookup's
+    `missing`, run `check`. A read (no body) counts against its `rate` bucket before the
+    lookup's 404, whatever it finds; a write only after every check, once it is accepted."""
+
+    face: Face
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    rate: str | None = None
+    idempotent: bool = False
+    caller: bool = False
+    lookup: Lookup | None = None
+    # validation that needs what the lookup found: (data, found) -> None or raise Invalid
+    check: Callable[[dict[str, Any], Row], None] | None = None
+    # the type of task a successful request records (for the metrics)
+    task: str | None = None
+
+    @property
+    def schema(self) -> type[Schema]:
+        schema = self.body or self.query
+        assert schema is not None, "a policy validates a body or a query"
+        return schema
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A route's OpenAPI operation: the errors its policy implies are added to `errors`."""
+
+    tag: str
+    summary: str
+    description: str
+    # the 200 response: a response schema, or a complete response object
+    ok: Any
+    ok_text: str = "Success."
+    errors: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    name: str
+    # with a policy: `async def handler(call: Call)`; without: an aiohttp handler
+    handler: Callable[[Any], Awaitable[web.StreamResponse]]
+    policy: Policy | None = None
+    doc: Doc | None = None
