@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from service.core.tasks import ITEM_STATUSES, TASK_TYPES
+from service.core.tasks import CREATED, ITEM_STATUSES, TASK_TYPES
 from service.web.api.schemas import PG_BIGINT_MAX
 
 SUCCESS = validate.OneOf(["success"])
@@ -122,7 +122,7 @@ def _results() -> fields.Dict:
     return fields.Dict(keys=fields.String(), values=fields.Nested(ItemResult), required=True,
                        metadata={"description": "Per-item outcomes, by address or domain.",
                                  "example": {"john@example.com":
-                                             {"status": "Created successfully."}}})
+                                             {"status": CREATED}}})
 
 
 # the seed's pair: `Task_id` an integer, `task_id` the same id as a string
