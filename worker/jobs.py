@@ -145,9 +145,15 @@ def _address(item: dict[str, Any], domain: str) -> str:
 async def _hashes(hasher: Hasher, plain: list[str]) -> AsyncIterator[str]:
     """The hashes of `plain`, in order, computed ahead by the process pool."""
     per_batch = max(1, min(8, len(plain) // (hasher.processes * 4)))
-    for batch in hasher.hash_batches(plain, per_batch):
-        for hashed in await batch:
-            yield hashed
+    batches = hasher.hash_batches(plain, per_batch)
+    try:
+        for batch in batches:
+            for hashed in await batch:
+                yield hashed
+    finally:
+        # a run cut off (cancelled, failed) leaves the pool to other jobs at once
+        for batch in batches:
+            batch.cancel()
 
 
 async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
