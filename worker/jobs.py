@@ -74,7 +74,9 @@ async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]
     job = context(ctx)
     db = job.db
     limit = job.settings.worker_max_tries
-    task = await db.start_task(task_id=task_id)
+    # the worker's id is the task's lease (worker/sweeper.py); arq copies the worker's ctx
+    # into each job's
+    task = await db.start_task(task_id=task_id, worker_id=ctx.get("worker_id"))
     if task is None:
         return Outcome("already finished")
     logs.bind(account_id=task["account_id"])

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from service.core.tasks import job_name
 
@@ -29,6 +32,33 @@ async def enqueue(arq: ArqRedis, task_id: int, task_type: str) -> bool:
                     task_id, type(exc).__name__)
         return False
     return True
+
+
+# For each job: drop arq's in-progress mark, and put the job back in the queue when Redis
+# still holds it but not its queue entry. KEYS: the queue, then n marks, then n job keys.
+RELEASE = """
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+    local id = ARGV[i + 1]
+    redis.call('DEL', KEYS[1 + i])
+    if redis.call('EXISTS', KEYS[1 + n + i]) == 1 and not redis.call('ZSCORE', KEYS[1], id) then
+        redis.call('ZADD', KEYS[1], ARGV[1], id)
+    end
+end
+return n
+"""
+
+
+async def release(arq: ArqRedis, queue_name: str, task_ids: Sequence[int]) -> None:
+    """Free the jobs of tasks whose worker is gone: arq would not run them again until
+    their in-progress marks expired (the job timeout + 10 s after they started). A job
+    Redis lost altogether is not made here: `enqueue` does that."""
+    if not task_ids:
+        return
+    ids = [str(t) for t in task_ids]
+    keys = [queue_name, *(in_progress_key_prefix + i for i in ids),
+            *(job_key_prefix + i for i in ids)]
+    await arq.register_script(RELEASE)(keys=keys, args=[int(time.time() * 1000), *ids])
 
 
 def redis_settings(url: str, **changes: Any) -> RedisSettings:
