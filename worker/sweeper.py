@@ -9,7 +9,8 @@ sweep:
   dropped and the job queued again, so they run again within seconds instead of after
   arq's job timeout. A live worker's task is never taken, however long it runs
   (procrastinate's stalled jobs and Sidekiq's super_fetch work the same way);
-- re-enqueues tasks still `queued` after `sweep_queued_after_s` (Redis lost their job);
+- re-enqueues tasks still `queued` after `sweep_queued_after_s` (Redis lost their job, or
+  a worker died after it took the job and before it started the task, leaving arq's mark);
 - re-enqueues tasks `processing` with no write for the job timeout plus a margin: a run
   that arq dropped while its worker lived on (a job timeout, arq's tries used up);
 - deletes expired Idempotency-Key records.
@@ -30,6 +31,7 @@ import logging
 from typing import Any
 
 from service.core import presence
+from service.core.errors import BACKEND_DOWN
 from service.core.queue import enqueue, release
 from service.core.settings import IDEMPOTENCY_TTL_S
 from worker.context import JobContext, context
@@ -59,6 +61,13 @@ async def sweep(ctx: dict[str, Any]) -> int:
     silent_for = settings.worker_job_timeout_s + settings.sweep_processing_margin_s
     stale = await job.db.stale_tasks(queued_after_s=float(settings.sweep_queued_after_s),
                                      silent_for_s=float(silent_for), limit=BATCH)
+    # a queued task's job may carry the in-progress mark of a worker that died after it
+    # took the job and before its start_task: that worker held no lease. A live worker
+    # starts its task within milliseconds of marking the job, so a mark this old is a
+    # dead worker's (arq's marks live for the job timeout + 10 s)
+    await release(job.redis, settings.queue_name, [t["id"] for t in stale],
+                  marked_for_s=settings.sweep_queued_after_s,
+                  mark_life_s=settings.worker_job_timeout_s + 10)
     requeued = 0
     for task in stale:
         requeued += await enqueue(job.redis, task["id"], task["type"])
@@ -94,9 +103,12 @@ async def take_turn(ctx: dict[str, Any]) -> bool:
         if not await job.redis.set(turn_key(job), ctx["worker_id"], nx=True, px=every_ms):
             return False
         await asyncio.wait_for(sweep(ctx), SWEEP_TIMEOUT_S)
+    except BACKEND_DOWN as exc:
+        # the worker goes on: the next sweep tries again (Redis gone stops arq's loop anyway)
+        log.warning("sweep failed: Postgres or Redis unavailable (%s)", type(exc).__name__)
+        return False
     except Exception:
-        # the worker goes on; a backing service that is down stops arq's loop anyway
-        log.warning("sweep failed", exc_info=True)
+        log.exception("sweep failed")
         return False
     return True
 

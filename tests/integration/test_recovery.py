@@ -205,6 +205,26 @@ async def test_a_run_arq_dropped_while_its_worker_lived_on_is_run_again(make, db
     assert (task["status"], task["attempts"]) == ("completed", 2)
 
 
+async def test_a_job_marked_by_a_worker_that_died_before_starting_its_task_runs_again(
+        make, db, settings, redis):
+    _, key = await make.account()
+    await make.domain(key)
+    fresh, orphan = [
+        (await (await make.post("create_mailbox_single", {**SINGLE, "Email_fullname": name},
+                                key)).json())["task_id"] for name in ("fresh", "orphan")]
+    # both queued for a while; arq's marks (set for the job timeout + 10 s): the orphan's
+    # 6 s ago by a worker killed before its start_task (no lease), the fresh one's just now
+    await db.pool.execute("UPDATE tasks SET updated_at = now() - interval '10 seconds'")
+    life_ms = (settings.worker_job_timeout_s + 10) * 1000
+    await redis.set(f"arq:in-progress:{orphan}", 1, px=life_ms - 6000)
+    await redis.set(f"arq:in-progress:{fresh}", 1, px=life_ms)
+    await make.run_worker(max_burst_jobs=1)
+    assert (await _task(db, orphan))["status"] == "completed"
+    # a mark that young may be a live worker's, about to start its task: it stays
+    assert (await _task(db, fresh))["status"] == "queued"
+    assert await redis.exists(f"arq:in-progress:{fresh}")
+
+
 async def test_transient_errors_are_retried_then_fail_the_task(make, db, settings):
     _, key = await make.account()
     await make.domain(key)
