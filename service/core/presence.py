@@ -34,6 +34,10 @@ from service.core.settings import Settings
 STALE_AFTER_S = 60
 # what a worker that has not yet recorded the state of its hashing pool shows
 UNKNOWN = "unknown"
+# a live worker whose heartbeat Redis lost writes it again at its next poll (every
+# worker_poll_delay_s; worker/polling.py): after a flush no worker counts as dead for
+# this long beyond a poll delay
+REBEAT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,7 @@ def hashing_key(settings: Settings, worker_id: str) -> str:
 
 
 def kept_since_key(settings: Settings) -> str:
-    """Since when (Redis' clock, in seconds) this Redis has kept the heartbeats; see
-    `stopped`."""
+    """Since when (Redis' clock, in ms) this Redis has kept the heartbeats; see `stopped`."""
     return f"{settings.redis_prefix}heartbeats-kept-since"
 
 
@@ -91,17 +94,18 @@ async def stopped(redis: Redis, settings: Settings, worker_ids: list[str]) -> li
     a lost host), or stopped, or its supervisor replaced it after losing Redis.
 
     A Redis that lost its data (FLUSHALL, a restart without persistence) has lost every
-    heartbeat at once, live workers' too, until their next beat. A key without expiry
-    records since when this Redis has kept them: when it is missing, Redis is new, and no
-    worker counts as stopped until every live one has beaten again."""
+    heartbeat at once, live workers' too, until they write them again. A key without
+    expiry records since when (ms) this Redis has kept them: when it is missing, Redis is
+    new, and no worker counts as stopped for REBEAT_S and a poll delay."""
     # kept up at every sweep, leases or none, so that it dates Redis' loss, not the first
     # lease that came after it
-    now = int((await redis.time())[0])
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     key = kept_since_key(settings)
-    await redis.set(key, now, nx=True)
+    await redis.set(key, now_ms, nx=True)
     since = await redis.get(key)
-    if (not worker_ids or since is None
-            or now - int(since) <= settings.worker_health_check_interval_s + 1):
+    grace_ms = (REBEAT_S + settings.worker_poll_delay_s) * 1000
+    if not worker_ids or since is None or now_ms - int(since) < grace_ms:
         return []
     beats = await redis.mget([health_key(settings, w) for w in worker_ids])
     return [w for w, beat in zip(worker_ids, beats, strict=True) if beat is None]

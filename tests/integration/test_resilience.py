@@ -262,6 +262,22 @@ async def test_kill_9_mid_bulk_and_a_flushall_then_a_restart_completes_within_20
     print(f"kill -9 + FLUSHALL, restart: completed {took:.1f} s after the kill")
 
 
+async def test_a_live_worker_writes_its_lost_heartbeat_again_at_once(settings, redis,
+                                                                    workers):
+    worker = workers(settings)
+    await _alive(redis, settings, 1, worker.log)
+    [state] = await presence.alive(redis, settings)
+    key = presence.health_key(settings, state.id)
+    await redis.delete(key)  # what a flush does to it
+    # back at the worker's next poll, not its next 5 s interval: the sweeper's grace after
+    # a flush relies on it
+
+    async def back() -> bool:
+        return bool(await redis.exists(key))
+
+    await until(back, "the heartbeat back", worker.log, within_s=presence.REBEAT_S)
+
+
 async def test_kill_9_mid_bulk_with_another_worker_alive_completes_within_20_s(
         make, db, settings, redis, workers):
     _, key = await _account_with_room(make)
