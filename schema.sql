@@ -43,9 +43,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at      timestamptz,
     -- bumped by every write of a running job: the sweeper's sign of life
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    -- the worker that runs (or last ran) the task: its lease lasts while that worker's
+    -- heartbeat does (worker/sweeper.py)
+    worker_id       text
 );
 CREATE INDEX IF NOT EXISTS tasks_account_idx ON tasks (account_id, id);
+-- Databases made before leases existed.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS worker_id text;
 -- Databases made before task_types existed: their list was a CHECK; the table replaces it.
 DO $$
 BEGIN

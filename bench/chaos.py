@@ -53,6 +53,7 @@ import psutil
 import redis
 
 from service.cli.embedded import EmbeddedServers, free_port, port_open
+from service.core.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 UNLIMITED = str(10**9)
@@ -64,7 +65,9 @@ FAULT_NAMES = {"worker_kill": "worker kill -9", "web_kill": "web kill -9",
                "postgres_restart": "Postgres restart", "worker_sigterm": "worker SIGTERM"}
 SETTLE_AFTER_FAULT_S = 60.0
 # what the processes run with: cheap hashing (the suite tests recovery, not argon2), no
-# rate limits, and short timeouts so that recovery fits in the 60 s the check allows
+# rate limits, small chunks (bulk tasks show progress early, so faults cut them part-way).
+# Everything recovery depends on keeps its default: RECOVERY_SETTINGS, which the report
+# lists, may not be set here
 PROCESS_ENV = {
     "MAILPROV_HOST": "127.0.0.1",
     "MAILPROV_ARGON2_TIME_COST": "1",
@@ -74,14 +77,16 @@ PROCESS_ENV = {
     "MAILPROV_RATE_CREATE_MAILBOX_SINGLE": UNLIMITED,
     "MAILPROV_RATE_CREATE_MAILBOX_BULK": UNLIMITED,
     "MAILPROV_RATE_GET": UNLIMITED,
-    "MAILPROV_WORKER_JOB_TIMEOUT_S": "15",
-    "MAILPROV_SWEEP_PROCESSING_MARGIN_S": "5",
-    "MAILPROV_SWEEP_INTERVAL_S": "2",
-    "MAILPROV_SWEEP_QUEUED_AFTER_S": "3",
-    "MAILPROV_WORKER_SHUTDOWN_GRACE_S": "2",
     "MAILPROV_BULK_CHUNK_SIZE": "10",
     "MAILPROV_LOG_FORMAT": "text",
 }
+RECOVERY_SETTINGS = ("worker_job_timeout_s", "worker_shutdown_grace_s",
+                     "worker_health_check_interval_s", "sweep_interval_s",
+                     "sweep_queued_after_s", "sweep_processing_margin_s", "worker_max_tries")
+if {env_name(s) for s in RECOVERY_SETTINGS} & set(PROCESS_ENV):
+    raise SystemExit("chaos.py runs recovery with its default settings only")
+# a SIGTERM'd worker gets the default grace, then closes
+STOP_TIMEOUT_S = Settings.worker_shutdown_grace_s + 25
 DOMAIN_PARAMS = {"quota_mb": 2**31 - 1, "max_mailboxes": 10**6, "default_mailbox_quota_mb": 1}
 
 
@@ -367,10 +372,11 @@ class Cluster:
         child.popen.wait()
 
     def terminate(self, name: str, timeout: float) -> int | None:
-        """SIGTERM to the process (not its group: it stops its own children); its exit
-        code, or None when it had to be killed."""
+        """SIGTERM to the process group, as honcho, systemd and Kubernetes stop a process;
+        its exit code, or None when it had to be killed."""
         child = self.children[name]
-        child.popen.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.popen.pid, signal.SIGTERM)
         try:
             return child.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -415,7 +421,7 @@ class Cluster:
         for name in list(self.children):
             child = self.children[name]
             if child.popen.poll() is None:
-                self.terminate(name, 30)
+                self.terminate(name, STOP_TIMEOUT_S)
         self.servers.stop()
 
 
@@ -533,7 +539,7 @@ class Chaos:
 
     async def worker_sigterm(self, fault: Fault) -> None:
         fault.target = self.rng.choice(["worker-0", "worker-1"])
-        code = await asyncio.to_thread(self.cluster.terminate, fault.target, 30)
+        code = await asyncio.to_thread(self.cluster.terminate, fault.target, STOP_TIMEOUT_S)
         fault.note = f"exit code {code}" if code is not None else "did not stop: killed"
         self.cluster.spawn(fault.target)
 
@@ -716,6 +722,7 @@ async def run(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict
         "faults": [f.__dict__ | {"affected": len(f.affected)} for f in chaos.faults],
         "tasks_rerun": result["tasks_rerun"],
         "extra_runs": result["extra_runs"],
+        "recovery_settings": {name: getattr(Settings, name) for name in RECOVERY_SETTINGS},
         "longest_recovery_s": longest.recovered_s if longest else None,
         "longest_recovery_fault": (f"{FAULT_NAMES[longest.kind]} at {longest.at_s} s"
                                    if longest else None),
@@ -785,6 +792,8 @@ def render(report: dict[str, Any]) -> str:
         f"body refused (422); {idem['same_key_in_both_accounts']} keys used by both accounts",
         f"client retries        {retries}",
         "faults injected       " + ", ".join(f"{FAULT_NAMES[k]} x{v}" for k, v in faults.items()),
+        "recovery settings     defaults: " + ", ".join(
+            f"{k} {v}" for k, v in report["recovery_settings"].items()),
         f"jobs re-run           {report['tasks_rerun']} tasks ran more than once "
         f"({report['extra_runs']} extra runs)",
         f"longest recovery      {report['longest_recovery_s']} s "

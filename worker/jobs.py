@@ -74,7 +74,9 @@ async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]
     job = context(ctx)
     db = job.db
     limit = job.settings.worker_max_tries
-    task = await db.start_task(task_id=task_id)
+    # the worker's id is the task's lease (worker/sweeper.py); arq copies the worker's ctx
+    # into each job's
+    task = await db.start_task(task_id=task_id, worker_id=ctx.get("worker_id"))
     if task is None:
         return Outcome("already finished")
     logs.bind(account_id=task["account_id"])
@@ -145,9 +147,15 @@ def _address(item: dict[str, Any], domain: str) -> str:
 async def _hashes(hasher: Hasher, plain: list[str]) -> AsyncIterator[str]:
     """The hashes of `plain`, in order, computed ahead by the process pool."""
     per_batch = max(1, min(8, len(plain) // (hasher.processes * 4)))
-    for batch in hasher.hash_batches(plain, per_batch):
-        for hashed in await batch:
-            yield hashed
+    batches = hasher.hash_batches(plain, per_batch)
+    try:
+        for batch in batches:
+            for hashed in await batch:
+                yield hashed
+    finally:
+        # a run cut off (cancelled, failed) leaves the pool to other jobs at once
+        for batch in batches:
+            batch.cancel()
 
 
 async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:

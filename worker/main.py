@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
 
-from arq import cron
-from arq.worker import Function, Worker, func
+from arq.worker import Function, func
 
 from service.core import presence
 from service.core.db import Database
@@ -17,10 +17,12 @@ from service.core.queue import redis_settings
 from service.core.settings import Settings
 from service.core.tasks import TASK_TYPES, job_name
 from worker import context as job_context
+from worker import sweeper
+from worker.health import check_hashing, watch_hashing
 from worker.jobs import BODIES, run_task
 from worker.metrics import WorkerMetrics
 from worker.observe import bind_job, observed
-from worker.sweeper import sweep
+from worker.polling import Worker
 
 log = logging.getLogger("mailprov.worker")
 
@@ -51,13 +53,27 @@ async def startup(ctx: dict[str, Any]) -> None:
                       "per worker)", settings.worker_metrics_port, exc.strerror)
     if "worker_id" in ctx:
         await presence.register(ctx["redis"], settings, ctx["worker_id"])
+        # beside arq's polling: the sweeper (it frees the tasks of dead workers, so a queue
+        # they block cannot starve it) and the check of the hashing pool; each runs once
+        # now, so a worker starts with the queue repaired and its probe answered
+        hashing = await check_hashing(ctx)
+        await sweeper.take_turn(ctx)
+        ctx["background"] = [asyncio.create_task(sweeper.run(ctx), name="sweeper"),
+                             asyncio.create_task(watch_hashing(ctx, hashing),
+                                                 name="hashing-check")]
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    background = ctx.pop("background", [])
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     if "worker_id" in ctx:
         # Redis going away may be why the worker stops: the rest must be closed all the same
         with contextlib.suppress(*BACKEND_DOWN):
             await presence.unregister(ctx["redis"], ctx["settings"], ctx["worker_id"])
+        if job_context.KEY in ctx:
+            await sweeper.give_up_turn(ctx)
     if "metrics_server" in ctx:
         await WorkerMetrics.stop(ctx.pop("metrics_server"))
     job = ctx.pop(job_context.KEY, None)
@@ -68,7 +84,6 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    every = settings.sweep_interval_s
     options: dict[str, Any] = {
         "functions": FUNCTIONS,
         "on_startup": startup,
@@ -76,13 +91,6 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_job_start": bind_job,
         # the task row is the result; arq's copy would only fill Redis
         "keep_result": 0,
-        # named after the queue: arq's cron job ids are global to a Redis, and two
-        # installations (or test runs) sharing one must each get their sweep. Its timeout
-        # is no longer than a job's: arq keeps every job's in-progress mark for the longest
-        # timeout + 10 s, which is how long a job whose worker was killed waits to run again
-        "cron_jobs": [cron(sweep, name=f"{settings.queue_name}:sweep",
-                           second=set(range(0, 60, every)), run_at_startup=True, unique=True,
-                           timeout=min(60, settings.worker_job_timeout_s))],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,
@@ -93,6 +101,7 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "max_tries": settings.worker_max_tries + 1,
         # on SIGTERM (worker/supervisor.py): no new jobs, this long for running ones
         "job_completion_wait": settings.worker_shutdown_grace_s,
+        # the health key is also the heartbeat that holds the worker's leases
         "health_check_interval": settings.worker_health_check_interval_s,
         "ctx": {"settings": settings},
     }

@@ -4,12 +4,15 @@ arq's worker exits when its Redis connection drops (python-arq/arq#435, #386), a
 Postgres cannot be reached at startup. A worker process should not need a person to start
 it again, so the supervisor runs the worker and, when it stops on such an error, waits
 (1 s, doubling to 30 s) and starts a fresh one in the same process. Work cut off meanwhile
-is safe: jobs are idempotent, arq runs a job again once its in-progress mark expires, and
-the sweeper re-enqueues whatever Redis lost.
+is safe: jobs are idempotent, and the sweeper frees the tasks a stopped worker held (each
+worker has an id of its own, and its heartbeat stops with it) and re-enqueues whatever
+Redis lost.
 
 SIGTERM and SIGINT stop it gracefully: the worker takes no new jobs, gives the running ones
 `worker_shutdown_grace_s` to finish, then cancels the rest, which arq puts back in the queue
-(or, when Redis is gone too, the sweeper finds later).
+(or, when Redis is gone too, the sweeper frees once this worker's heartbeat has lapsed).
+The hashing processes ignore those signals (a platform sends them to the whole process
+group): the jobs need them during the grace period, and the supervisor stops them last.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ class Supervisor:
         # one hashing pool for every worker this process runs: a restart keeps it warm
         hasher = Hasher(self.settings.argon2_time_cost, self.settings.argon2_memory_kib,
                         self.settings.hash_processes)
+        try:
+            await hasher.warm_up()
+        except Exception:
+            # the worker runs all the same: its health check reports the pool, and each
+            # hash tries a fresh pool
+            log.exception("the hashing pool could not start")
         delay = FIRST_DELAY_S
         try:
             while not self._stopping.is_set():

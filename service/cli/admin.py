@@ -49,7 +49,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_worker_check(args: argparse.Namespace, settings: Settings) -> None:
-    """Exit 0 when a worker on this host keeps its health key fresh, else 1: a probe."""
+    """Exit 0 when the workers on this host keep their health keys fresh and their hashing
+    pools hash, else 1: a probe."""
     from service.core import presence
 
     try:
@@ -58,9 +59,12 @@ def cmd_worker_check(args: argparse.Namespace, settings: Settings) -> None:
         workers = []
         print(f"mailprov: health check failed: Redis unreachable ({type(exc).__name__})",
               file=sys.stderr)
-    emit(args, {"healthy": bool(workers), "workers": [w.id for w in workers]},
-         "\n".join(f"{w.id} {w.health}" for w in workers) or "no live worker on this host")
-    raise SystemExit(0 if workers else 1)
+    healthy = bool(workers) and all(w.hashing == "ok" for w in workers)
+    emit(args, {"healthy": healthy, "workers": [w.id for w in workers],
+                "hashing": {w.id: w.hashing for w in workers}},
+         "\n".join(f"{w.id} {w.health} hashing={w.hashing}" for w in workers)
+         or "no live worker on this host")
+    raise SystemExit(0 if healthy else 1)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:

@@ -52,7 +52,7 @@ def _jsonable(value: Any) -> Any:
 def render_summary(now: oversight.QueueSummary) -> str:
     workers = "\n".join(f"  {w.id}  {w.health}" for w in now.workers)
     return "\n".join([
-        f"jobs in queue   {now.depth}  ({now.deferred} deferred: retries, the next sweep)",
+        f"jobs in queue   {now.depth}  ({now.deferred} deferred: retries in their backoff)",
         f"queued          {now.queued}  (oldest waiting {age(now.oldest_queued_age_s)})",
         f"processing      {now.processing}",
         f"workers alive   {len(now.workers)}" + (f"\n{workers}" if workers else ""),

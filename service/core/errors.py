@@ -5,6 +5,7 @@ renders them in its own error shape."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,9 @@ BACKEND_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # the hashing pool lost its processes on every try (service/core/passwords.py heals
+    # a single loss by itself)
+    BrokenProcessPool,
 )
 
 

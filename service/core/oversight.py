@@ -34,7 +34,7 @@ class QueueSummary:
     """The queue at a glance."""
 
     depth: int  # jobs in the arq queue, deferred ones included
-    deferred: int  # of those, jobs due later: retries in their backoff, the next sweep
+    deferred: int  # of those, jobs due later: retries in their backoff
     queued: int  # tasks waiting in Postgres (each with its job, unless Redis lost it)
     processing: int
     failed: int  # failed tasks not retried (yet)

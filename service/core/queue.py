@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from service.core.tasks import job_name
 
@@ -29,6 +32,43 @@ async def enqueue(arq: ArqRedis, task_id: int, task_type: str) -> bool:
                     task_id, type(exc).__name__)
         return False
     return True
+
+
+# For each job: drop arq's in-progress mark (only one set at least ARGV[2] ms ago, when that
+# is not -1: a mark's age is its full life less what is left of it), and put the job back
+# in the queue when Redis still holds it but not its queue entry. KEYS: the queue, then n
+# marks, then n job keys; ARGV: now (ms), the age, the mark's full life (ms), the n ids.
+RELEASE = """
+local n = (#KEYS - 1) / 2
+local now, age, life = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, n do
+    local id = ARGV[i + 3]
+    local left = redis.call('PTTL', KEYS[1 + i])
+    if left >= 0 and (age < 0 or life - left >= age) then
+        redis.call('DEL', KEYS[1 + i])
+    end
+    if redis.call('EXISTS', KEYS[1 + n + i]) == 1 and not redis.call('ZSCORE', KEYS[1], id) then
+        redis.call('ZADD', KEYS[1], now, id)
+    end
+end
+return n
+"""
+
+
+async def release(arq: ArqRedis, queue_name: str, task_ids: Sequence[int], *,
+                  marked_for_s: float | None = None, mark_life_s: float = 0) -> None:
+    """Free the jobs of tasks nobody runs: arq would not run them again until their
+    in-progress marks expired (the job timeout + 10 s, `mark_life_s`, after they started).
+    With `marked_for_s`, only marks set at least that long ago go. A job Redis lost
+    altogether is not made here: `enqueue` does that."""
+    if not task_ids:
+        return
+    ids = [str(t) for t in task_ids]
+    keys = [queue_name, *(in_progress_key_prefix + i for i in ids),
+            *(job_key_prefix + i for i in ids)]
+    age_ms = -1 if marked_for_s is None else int(marked_for_s * 1000)
+    await arq.register_script(RELEASE)(keys=keys, args=[
+        int(time.time() * 1000), age_ms, int(mark_life_s * 1000), *ids])
 
 
 def redis_settings(url: str, **changes: Any) -> RedisSettings:

@@ -59,18 +59,21 @@ class Settings:
     worker_max_jobs: int = 20
     worker_job_timeout_s: int = 300
     worker_max_tries: int = 5
-    # how often a worker writes its health key (read by `mailprov worker --check` and /ops);
-    # the key lives one second longer, so a probe sees a stalled worker within seconds
+    # how often a worker writes its health key (read by `mailprov worker --check` and /ops)
+    # and checks its hashing pool; the key lives one second longer, so a probe sees a
+    # stalled worker within seconds. The key is also the worker's heartbeat: its tasks are
+    # freed for other workers once it is gone
     worker_health_check_interval_s: int = 5
     # the worker's Prometheus endpoint; 0 = off. Workers sharing a host need ports of their own
     worker_metrics_port: int = 0
     # rows per transaction in a bulk task: locks stay short and progress shows
     bulk_chunk_size: int = 100
-    # the sweeper re-enqueues tasks still queued after this long
+    # the sweeper frees the tasks of workers whose heartbeat is gone, and re-enqueues tasks
+    # still queued after this long
     sweep_queued_after_s: int = 5
-    sweep_interval_s: int = 5
-    # ... and tasks still `processing` this long past the job timeout with no write (their
-    # worker died and Redis lost the job; arq itself re-runs a killed job after timeout + 10 s)
+    sweep_interval_s: int = 2
+    # ... and tasks still `processing` this long past the job timeout with no write (a run
+    # arq dropped while its worker lived on: a timeout, its tries used up)
     sweep_processing_margin_s: int = 30
     # on SIGTERM a worker takes no new jobs and gives running ones this long to finish;
     # the rest are cancelled and run again

@@ -127,9 +127,10 @@ class Store:
 
     # jobs
 
-    async def start_task(self, *, task_id: int) -> Row | None:
-        """The task, now `processing` with one more attempt; None when it is finished."""
-        return await self._row("start_task", task_id)
+    async def start_task(self, *, task_id: int, worker_id: str | None) -> Row | None:
+        """The task, now `processing` by `worker_id` with one more attempt; None when it
+        is finished."""
+        return await self._row("start_task", task_id, worker_id)
 
     async def lock_task(self, *, task_id: int, keys: Sequence[str]) -> Row | None:
         return await self._row("lock_task", task_id, list(keys))
@@ -164,6 +165,14 @@ class Store:
     async def finish_task(self, *, task_id: int, status: str, error: str | None = None,
                           results: dict[str, Any] | None = None) -> None:
         await self._run("finish_task", task_id, status, error, results or {})
+
+    async def leaseholders(self) -> list[str]:
+        """The workers that hold a processing task."""
+        return [r["worker_id"] for r in await self._rows("leaseholders")]
+
+    async def free_tasks(self, *, worker_ids: Sequence[str]) -> list[Row]:
+        """Put the processing tasks of `worker_ids` back to queued; their ids and types."""
+        return await self._rows("free_tasks", list(worker_ids))
 
     async def stale_tasks(self, *, queued_after_s: float, silent_for_s: float,
                           limit: int) -> list[Row]:

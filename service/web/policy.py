@@ -46,7 +46,7 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
     # a read counts against its limit whatever it finds; a write only once it is accepted
     writes = policy.body is not None
     if not writes:
-        await _count(call, policy.rate)
+        await _count(call, policy.rate, reads=True)
     lookup = policy.lookup
     if lookup is not None:
         wanted = data[lookup.field]
@@ -59,14 +59,16 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
         assert call.found is not None
         policy.check(data, call.found)
     if writes:
-        await _count(call, policy.rate)
+        await _count(call, policy.rate, reads=False)
     return await route.handler(call)
 
 
-async def _count(call: Call, bucket: str | None) -> None:
+async def _count(call: Call, bucket: str | None, *, reads: bool) -> None:
     """Count the request against its account's hourly limit of `bucket` (429 when over);
-    the decision's headers go on the response."""
+    the decision's headers go on the response. A read, which needs only Postgres, is
+    counted by the web process itself while Redis is unreachable."""
     if bucket is not None:
         app = call.app
         hourly = getattr(app[SETTINGS], f"rate_{bucket}")
-        call.request[RATE] = await app[LIMITER].hit(call.account_id, bucket, hourly)
+        call.request[RATE] = await app[LIMITER].hit(call.account_id, bucket, hourly,
+                                                    local_fallback=reads)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from service.core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,4 +29,8 @@ def test_a_quick_fault_injection_run_loses_nothing():
     assert report["idempotency"]["refused_422"] == report["idempotency"][
         "reused_with_another_body"]
     assert report["settled_after_last_fault_s"] <= 60
+    # recovery ran on the defaults: job timeout, grace, heartbeat, sweeper
+    assert report["recovery_settings"]["worker_job_timeout_s"] == 300
+    assert report["recovery_settings"] == {
+        name: getattr(Settings, name) for name in report["recovery_settings"]}
     assert done.returncode == 0, done.stderr[-3000:]

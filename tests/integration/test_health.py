@@ -1,48 +1,23 @@
-"""Probes: /healthz, /readyz with Postgres or Redis gone or the schema missing, and
-`mailprov worker --check` against a real worker."""
+"""Probes: /healthz, /readyz with Postgres or Redis gone, the schema missing or the hashing
+pool stuck, and `mailprov worker --check` against a real worker."""
 
 import asyncio
 import os
-import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 
 import asyncpg
-import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.cli.embedded import free_port
 from service.core import presence
 from service.web.app import create_app
+from service.web.state import HASHER
 from tests.conftest import url
-
-
-@pytest.fixture
-async def scratch_db(backends, template_db):
-    """A database of this test's own, which it may drop or leave empty; `template` picks
-    whether it has the schema."""
-    made = []
-
-    async def make(template=True):
-        name = f"mailprov_h_{secrets.token_hex(4)}"
-        conn = await asyncpg.connect(backends.admin_dsn)
-        try:
-            clause = f' TEMPLATE "{template_db}"' if template else ""
-            await conn.execute(f'CREATE DATABASE "{name}"{clause}')
-        finally:
-            await conn.close()
-        made.append(name)
-        return name, backends.dsn(name)
-
-    yield make
-    conn = await asyncpg.connect(backends.admin_dsn)
-    try:
-        for name in made:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+from tests.integration.harness import until
 
 
 async def test_healthz_and_readyz_answer_when_all_is_well(client):
@@ -50,7 +25,8 @@ async def test_healthz_and_readyz_answer_when_all_is_well(client):
     assert r.status == 200 and await r.json() == {"status": "ok"}
     r = await client.get(url(client, "readyz"))
     assert r.status == 200, await r.text()
-    assert await r.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+    assert await r.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok",
+                                                        "hashing": "ok"}}
 
 
 async def test_readyz_is_503_until_the_schema_is_applied(settings, scratch_db):
@@ -151,3 +127,66 @@ async def test_worker_check_follows_the_workers_health_key(settings, hasher, red
     # a worker that stopped cleanly has left the registry
     assert await presence.alive(redis, settings) == []
     assert not await redis.hexists(presence.registry_key(settings), worker.ctx["worker_id"])
+
+
+async def test_worker_check_fails_while_the_hashing_pool_cannot_hash(settings, redis,
+                                                                    workers):
+    worker = workers(settings)
+
+    async def check_says(code: int) -> subprocess.CompletedProcess | None:
+        done = await asyncio.to_thread(_check, settings, "--json")
+        return done if done.returncode == code else None
+
+    healthy = await until(lambda: check_says(0), "a healthy worker", worker.log)
+    assert '"hashing": {"' in healthy.stdout and '": "ok"}' in healthy.stdout
+    # its hashing processes hang (SIGSTOP): its health key stays fresh, its pool hashes
+    # nothing; within a check interval and the check's 5 s the probe fails
+    stuck = [p.pid for p in worker.hashing_processes()]
+    assert stuck
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        failing = await until(lambda: check_says(1), "the probe to fail", worker.log)
+        assert "failing (no hash within 5 s)" in failing.stdout
+        assert '"healthy": false' in failing.stdout
+        # alive all the same: its heartbeat holds its tasks
+        assert [w.hashing for w in await presence.alive(redis, settings)] == [
+            "failing (no hash within 5 s)"]
+    finally:
+        for pid in stuck:
+            os.kill(pid, signal.SIGCONT)
+    await until(lambda: check_says(0), "the probe to pass again", worker.log)
+    assert worker.stop() == 0
+
+
+async def test_readyz_is_503_while_the_hashing_pool_cannot_hash(client):
+    hasher = client.app[HASHER]
+    assert (await client.get(url(client, "readyz"))).status == 200
+    stuck = hasher.pids()
+    assert stuck
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        r = await client.get(url(client, "readyz"))
+        assert r.status == 503
+        assert (await r.json())["checks"] == {"postgres": "ok", "redis": "ok",
+                                              "hashing": "no answer within 5 s"}
+    finally:
+        for pid in stuck:
+            os.kill(pid, signal.SIGCONT)
+    r = await client.get(url(client, "readyz"))
+    assert r.status == 200, await r.text()
+
+
+async def test_the_web_hashing_pool_replaces_a_killed_process(make, client):
+    _, key = await make.account()
+    await make.domain(key)
+    body = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
+            "Params": {"password": "a-long-secret"}}
+    assert (await make.post("create_mailbox_single", body, key)).status == 200
+    hasher = client.app[HASHER]
+    for pid in hasher.pids():  # every process of the pool, as an OOM killer might
+        os.kill(pid, signal.SIGKILL)
+    r = await make.post("create_mailbox_single", {**body, "Email_fullname": "jane"}, key)
+    assert r.status == 200, await r.text()
+    assert (await client.get(url(client, "readyz"))).status == 200

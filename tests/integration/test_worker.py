@@ -97,6 +97,26 @@ async def test_a_task_survives_redis_losing_its_job(make, settings, redis):
     assert status == 200 and task["status"] == "completed"
 
 
+async def test_a_head_of_running_jobs_does_not_hide_newer_ones(make, db, settings, redis):
+    _, key = await make.account()
+    await make.domain(key)
+    # more jobs than one poll looks at, all running (or cut off: their marks live on), at
+    # the head of the queue; arq alone reads the first 100 ids and starts none of them
+    blocked = [f"{settings.redis_prefix}blocked-{n}" for n in range(2500)]
+    await redis.zadd(settings.queue_name, {job_id: n for n, job_id in enumerate(blocked)})
+    await redis.mset({f"arq:in-progress:{job_id}": 1 for job_id in blocked})
+    try:
+        r = await make.post("create_mailbox_single", {**BULK, "single_bulk": "single",
+                                                      "Email_fullname": "john",
+                                                      "Params": {}}, key)
+        task_id = (await r.json())["task_id"]
+        await asyncio.wait_for(make.run_worker(max_burst_jobs=1), 30)
+        assert await db.pool.fetchval("SELECT status FROM tasks WHERE id = $1",
+                                      task_id) == "completed"
+    finally:
+        await redis.delete(*(f"arq:in-progress:{job_id}" for job_id in blocked))
+
+
 async def test_bulk_progress_is_visible_while_it_runs(make, settings, run_worker):
     _, key = await make.account()
     await _big_domain(make, key)

@@ -66,9 +66,10 @@ FROM api_keys k LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 
 -- name: start_task
--- A finished task returns no row, which makes a second run of its job a no-op.
+-- A finished task returns no row, which makes a second run of its job a no-op. $2, the
+-- worker's id, is the task's lease: it holds while that worker's heartbeat does.
 UPDATE tasks
-SET status = 'processing', attempts = attempts + 1,
+SET status = 'processing', attempts = attempts + 1, worker_id = $2,
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'processing')
 RETURNING id, account_id, type, domain, payload, results, attempts;
@@ -136,9 +137,21 @@ SET status = $2, error = $3, results = results || $4::jsonb,
     finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'processing');
 
+-- name: leaseholders
+-- The workers that hold a processing task (tasks_unfinished_idx finds the tasks).
+SELECT DISTINCT worker_id FROM tasks
+WHERE status = 'processing' AND worker_id IS NOT NULL;
+
+-- name: free_tasks
+-- The processing tasks of workers whose heartbeat is gone, back to queued in one
+-- statement; a task a live worker has started meanwhile holds its new lease, and stays.
+UPDATE tasks SET status = 'queued', updated_at = now()
+WHERE status = 'processing' AND worker_id = ANY($1::text[])
+RETURNING id, type;
+
 -- name: stale_tasks
--- The sweeper's view: queued too long (Redis lost the job), or processing with no sign
--- of life for longer than a job may run (its worker died).
+-- The sweeper's view: queued too long (Redis lost the job), or processing with no write
+-- for longer than a job may run (a run arq dropped: a timeout, its tries used up).
 SELECT id, type FROM tasks
 WHERE (status = 'queued' AND updated_at < now() - make_interval(secs => $1))
    OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2))

@@ -1,15 +1,18 @@
 """MailAPI handlers that poll a task.
 
 Polling reads Postgres only (never the arq result store); generated passwords come from
-Redis, where they expire.
+Redis, where they expire. While Redis is unreachable a task still running is shown from
+Postgres, its generated passwords not yet (null); a finished task whose generated
+passwords Redis holds answers 503 until Redis is back, rather than a final answer whose
+passwords look expired.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from service.core.errors import TaskFailed, TaskTypeMismatch
-from service.core.tasks import passwords_key
+from service.core.errors import BACKEND_DOWN, TaskFailed, TaskTypeMismatch
+from service.core.tasks import UNFINISHED, passwords_key
 from service.web.api import formats
 from service.web.call import Call
 from service.web.state import ARQ, SETTINGS
@@ -23,7 +26,12 @@ async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
     passwords: dict[str, str] = {}
     if any(item.get("generated") for item in task["results"].values()):
         key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
-        stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
+        try:
+            stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
+        except BACKEND_DOWN:
+            if task["status"] not in UNFINISHED:
+                raise
+            stored = {}
         passwords = {k.decode(): v.decode() for k, v in stored.items()}
     body = formats.task_body(task, passwords)
     if types is None:

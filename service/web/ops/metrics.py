@@ -47,7 +47,7 @@ class WebMetrics:
                                  "Jobs in the arq queue, deferred ones included", registry=r)
         self.queue_deferred = Gauge("mailprov_queue_deferred",
                                     "Jobs in the arq queue due later (retries in their "
-                                    "backoff, the next sweep)", registry=r)
+                                    "backoff)", registry=r)
         self.tasks = Gauge("mailprov_tasks", "Tasks now queued, processing or failed "
                            "(completed ones are not counted: see the finished gauge)",
                            ["status"], registry=r)

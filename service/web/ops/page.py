@@ -156,7 +156,9 @@ async def queue_page(request: web.Request) -> web.Response:
         for t in failures)
     workers = "".join(
         f"<tr><td>{escape(w.id)}</td><td>{when(datetime.fromtimestamp(w.started, UTC))}</td>"
-        f"<td><code>{escape(w.health)}</code></td></tr>" for w in now.workers)
+        f"<td><code>{escape(w.health)}</code></td>"
+        f"<td{'' if w.hashing == 'ok' else ' class=err'}>{escape(w.hashing)}</td></tr>"
+        for w in now.workers)
     body = (
         f"<h1>mailprov queue</h1><div class=cards>{cards}</div>"
         f"<h2>Finished per minute, last hour</h2>{chart(now.per_minute)}"
@@ -167,7 +169,8 @@ async def queue_page(request: web.Request) -> web.Response:
            f"<th>reason</th><th>attempts</th><th>finished (UTC)</th><th></th></tr>{rows}"
            f"</table>" if failures else "<p>None.</p>")
         + "<h2>Workers</h2>"
-        + (f"<table><tr><th>worker</th><th>started (UTC)</th><th>arq health</th></tr>"
+        + (f"<table><tr><th>worker</th><th>started (UTC)</th><th>arq health</th>"
+           f"<th>hashing</th></tr>"
            f"{workers}</table>" if workers else '<p class="err">No worker is alive.</p>'))
     return _html(_page("mailprov queue", body))
 

@@ -1,4 +1,5 @@
-"""Probes for the web process: `/healthz` (alive) and `/readyz` (able to serve).
+"""Probes for the web process: `/healthz` (alive) and `/readyz` (able to serve: Postgres,
+Redis and the schema, and the pool that hashes the passwords clients send).
 
 Neither takes a key: a load balancer or an orchestrator calls them. A failing check names
 the dependency and the kind of failure, never an address or a message from the server.
@@ -13,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from service.core.passwords import CHECK_TIMEOUT_S as HASH_CHECK_TIMEOUT_S
 from service.core.sql import SCHEMA
-from service.web.state import ARQ, DB
+from service.web.state import ARQ, DB, HASHER
 
 log = logging.getLogger("mailprov.health")
 
@@ -29,11 +31,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _check(name: str, probe: Any) -> str:
+async def _check(name: str, probe: Any, within_s: float = CHECK_TIMEOUT_S) -> str:
     try:
-        return await asyncio.wait_for(probe, CHECK_TIMEOUT_S)
+        return await asyncio.wait_for(probe, within_s)
     except TimeoutError:
-        return f"no answer within {CHECK_TIMEOUT_S:g} s"
+        return f"no answer within {within_s:g} s"
     except Exception as exc:
         log.warning("readiness: %s unavailable", name, exc_info=True)
         return f"unavailable ({type(exc).__name__})"
@@ -52,11 +54,19 @@ async def _redis(request: web.Request) -> str:
     return "ok"
 
 
+async def _hashing(request: web.Request) -> str:
+    await request.app[HASHER].check()
+    return "ok"
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Postgres and Redis answer, and the schema is applied: 200, else 503 with the cause."""
-    postgres, redis = await asyncio.gather(_check("postgres", _postgres(request)),
-                                           _check("redis", _redis(request)))
-    checks = {"postgres": postgres, "redis": redis}
+    """Postgres and Redis answer, the schema is applied and the hashing pool hashes: 200,
+    else 503 with the cause."""
+    postgres, redis, hashing = await asyncio.gather(
+        _check("postgres", _postgres(request)), _check("redis", _redis(request)),
+        # the pool's own limit: a busy pool may first finish a batch it holds
+        _check("hashing", _hashing(request), HASH_CHECK_TIMEOUT_S))
+    checks = {"postgres": postgres, "redis": redis, "hashing": hashing}
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
                              status=200 if ready else 503)

