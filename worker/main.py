@@ -20,6 +20,7 @@ from worker import context as job_context
 from worker.jobs import BODIES, run_task
 from worker.metrics import WorkerMetrics
 from worker.observe import bind_job, observed
+from worker.retention import purge_expired
 from worker.sweeper import sweep
 
 log = logging.getLogger("mailprov.worker")
@@ -82,7 +83,11 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # timeout + 10 s, which is how long a job whose worker was killed waits to run again
         "cron_jobs": [cron(sweep, name=f"{settings.queue_name}:sweep",
                            second=set(range(0, 60, every)), run_at_startup=True, unique=True,
-                           timeout=min(60, settings.worker_job_timeout_s))],
+                           timeout=min(60, settings.worker_job_timeout_s)),
+                      # every ten minutes: a day's retention is met to within minutes
+                      cron(purge_expired, name=f"{settings.queue_name}:retention",
+                           minute=set(range(0, 60, 10)), second=30, unique=True,
+                           timeout=min(300, settings.worker_job_timeout_s))],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,
