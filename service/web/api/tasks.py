@@ -9,10 +9,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.core.errors import TaskFailed, TaskTypeMismatch
+from service.core.store import Row
 from service.core.tasks import passwords_key
 from service.web.api import formats
 from service.web.call import Call
 from service.web.state import ARQ, SETTINGS
+
+
+async def generated_passwords(call: Call, task: Row) -> dict[str, str]:
+    """The task's generated passwords still within their TTL, by address (a read of Redis
+    only when the task generated any)."""
+    if not any(item.get("generated") for item in task["results"].values()):
+        return {}
+    key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
+    stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
+    return {k.decode(): v.decode() for k, v in stored.items()}
 
 
 async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
@@ -20,12 +31,7 @@ async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
     assert task is not None  # the route's lookup
     if types is not None and task["type"] not in types:
         raise TaskTypeMismatch
-    passwords: dict[str, str] = {}
-    if any(item.get("generated") for item in task["results"].values()):
-        key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
-        stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
-        passwords = {k.decode(): v.decode() for k, v in stored.items()}
-    body = formats.task_body(task, passwords)
+    body = formats.task_body(task, await generated_passwords(call, task))
     if types is None:
         body["type"] = task["type"]
     if task["status"] == "failed":
