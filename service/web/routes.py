@@ -145,8 +145,9 @@ def _write(method: str, path: str, name: str, handler: Any, task: str, tag: str,
     `conflicts` says what else than an Idempotency-Key in flight answers 409."""
     errors_ = {}
     if conflicts:
-        errors_["409"] = response(f"{conflicts}; or a request with this Idempotency-Key is "
-                                  "still being handled (with `Retry-After`).", rr.ResourceError)
+        errors_["409"] = response(f"{conflicts[0].upper()}{conflicts[1:]}; or a request with "
+                                  "this Idempotency-Key is still being handled (with "
+                                  "`Retry-After`).", rr.ResourceError)
     return Route(method, f"{API}/{path}", name, handler,
                  Policy(RESOURCES, body=body, query=query, rate=rate, idempotent=True,
                         lookup=lookup, check=check, task=task, bearer=True,
