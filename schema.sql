@@ -303,3 +303,10 @@ CREATE OR REPLACE VIEW mail_alias_domains AS
 SELECT ad.name AS alias_domain, d.name AS target_domain
 FROM alias_domains ad JOIN mail_domains d ON d.id = ad.target_id
 WHERE ad.active;
+
+-- Postfix's virtual_alias_maps: the aliases, and every mailbox to itself, so that a
+-- domain's catch-all (`@example.com`, looked up last) never takes a mailbox's mail.
+CREATE OR REPLACE VIEW mail_virtual_aliases AS
+SELECT address, goto FROM mail_aliases
+UNION ALL
+SELECT address, address FROM mail_mailboxes;
