@@ -22,7 +22,8 @@ from service.web.state import DB
 Shape = Callable[[Row], dict[str, Any]]
 Handler = Callable[[Call], Awaitable[web.Response]]
 
-# listing -> what a page's filters are called in the validated query
+# the filters of every listing, as the validated query names them (each listing's query
+# schema takes only its own)
 FILTERS = ("domain", "search", "active", "status", "type")
 
 
