@@ -116,12 +116,11 @@ async def _domain_delete(job: JobContext, task: Row) -> Outcome:
             if purge:
                 await store.purge_domains(domain_ids=tree)
                 results[name] = {"status": PURGED}
-            elif await store.soft_delete_domains(domain_ids=tree):
-                results[name] = {"status": DELETED}
-            else:
-                # the domain was deleted already (its sub-domains may have been restored
-                # since: a delete of the parent again covers them)
-                results[name] = {"status": ALREADY_DELETED}
+                continue
+            # what of the tree was live goes; a sub-domain deleted on its own before keeps
+            # its own time, so the parent's restore leaves it deleted
+            deleted = await store.soft_delete_domains(domain_ids=tree)
+            results[name] = {"status": DELETED if name in deleted else ALREADY_DELETED}
         return results
 
     # a transaction per domain: a large domain's rows do not hold the others' locks
