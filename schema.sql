@@ -1,5 +1,8 @@
--- mailprov schema. Idempotent: `mailprov migrate` applies it on every release.
--- Postfix and Dovecot read `domains` and `mailboxes` directly (see README, "Mail stack").
+-- mailprov schema. Idempotent: `mailprov migrate` applies it on every release, and it brings
+-- a database made by any earlier release up to date in place (tests/integration/
+-- test_schema.py upgrades one filled by the previous release). Columns added after a
+-- table's first release are added with ALTER ... ADD COLUMN IF NOT EXISTS, next to it.
+-- Postfix and Dovecot read the mail_* views at the end (see README, "Mail stack").
 
 CREATE TABLE IF NOT EXISTS accounts (
     id          bigserial PRIMARY KEY,
@@ -101,7 +104,6 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     task_id        bigint,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS mailboxes_domain_idx ON mailboxes (domain_id);
 
 -- Databases made before the domain counters existed: add them and count once.
 DO $$
@@ -141,3 +143,176 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 -- the sweeper deletes expired keys oldest first
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
+
+-- The whole lifecycle: updates, soft delete, aliases and alias domains.
+
+-- Domains: the seed 003 fields (maxquota, aliases, backupmx), the alias counter, and soft
+-- delete. A soft-deleted domain keeps its row, so its name stays taken until it is purged.
+ALTER TABLE domains
+    ADD COLUMN IF NOT EXISTS max_aliases integer NOT NULL DEFAULT 400 CHECK (max_aliases >= 0),
+    ADD COLUMN IF NOT EXISTS backupmx boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS alias_count integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+-- the largest quota of one mailbox; older domains allowed up to their whole total
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'domains'
+                     AND column_name = 'max_mailbox_quota_mb') THEN
+        ALTER TABLE domains ADD COLUMN max_mailbox_quota_mb integer;
+        UPDATE domains SET max_mailbox_quota_mb = quota_mb;
+        ALTER TABLE domains ALTER COLUMN max_mailbox_quota_mb SET NOT NULL,
+            ADD CONSTRAINT domains_quotas_check
+                CHECK (default_mailbox_quota_mb <= max_mailbox_quota_mb
+                       AND max_mailbox_quota_mb <= quota_mb);
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS domains_account_created_idx ON domains (account_id, created_at, id);
+CREATE INDEX IF NOT EXISTS domains_parent_idx ON domains (parent_id);
+-- the retention purge reads only deleted rows, oldest first
+CREATE INDEX IF NOT EXISTS domains_deleted_idx ON domains (deleted_at)
+    WHERE deleted_at IS NOT NULL;
+
+-- Mailboxes: seed 003's flags, soft delete, the owning account (so an account's pages are
+-- one index scan, whatever its domains), and a home directory named for good when the
+-- mailbox is made: a rename or a restore keeps its mail where it is, and a mailbox made
+-- later at a purged address never finds the old one's mail.
+ALTER TABLE mailboxes
+    ADD COLUMN IF NOT EXISTS force_pw_update boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS tls_enforce_in boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS tls_enforce_out boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS deleted_at timestamptz,
+    -- relative to the mail stack's root (README, "Mail stack"); a volatile default gives
+    -- every existing row a home of its own
+    ADD COLUMN IF NOT EXISTS home text NOT NULL DEFAULT gen_random_uuid()::text;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'mailboxes'
+                     AND column_name = 'account_id') THEN
+        ALTER TABLE mailboxes ADD COLUMN account_id bigint REFERENCES accounts (id);
+        UPDATE mailboxes m SET account_id = d.account_id FROM domains d WHERE d.id = m.domain_id;
+        ALTER TABLE mailboxes ALTER COLUMN account_id SET NOT NULL;
+    END IF;
+END $$;
+-- Pages (service/core/sql/paging.sql) are keyset scans of these: each sort key ends with
+-- the id, and deleted_at is included, so counting or skipping the live rows is an
+-- index-only scan. (Nothing wider: every mailbox insert writes each of these, and a bulk
+-- of 10,000 pays for every byte; filters on other columns read the heap of the rows they
+-- scan.) Deleted rows stay in them (filter[deleted] lists them); retention bounds them.
+CREATE INDEX IF NOT EXISTS mailboxes_account_address_idx
+    ON mailboxes (account_id, address, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS mailboxes_account_created_idx
+    ON mailboxes (account_id, created_at, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS mailboxes_domain_address_idx
+    ON mailboxes (domain_id, address, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS mailboxes_domain_created_idx
+    ON mailboxes (domain_id, created_at, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS mailboxes_deleted_idx ON mailboxes (deleted_at)
+    WHERE deleted_at IS NOT NULL;
+-- (domain_id, address, id) serves what this one did
+DROP INDEX IF EXISTS mailboxes_domain_idx;
+
+-- Aliases: `sales@example.com`, or `@example.com` for the domain's catch-all, to 1-50
+-- destinations. An address is a mailbox or an alias, never both: every writer of either
+-- holds its domain's row lock (lock_domain) and looks in both tables.
+CREATE TABLE IF NOT EXISTS aliases (
+    id          bigserial PRIMARY KEY,
+    account_id  bigint NOT NULL REFERENCES accounts (id),
+    domain_id   bigint NOT NULL REFERENCES domains (id),
+    address     text NOT NULL CONSTRAINT aliases_address_key UNIQUE,
+    goto        text[] NOT NULL CHECK (cardinality(goto) BETWEEN 1 AND 50),
+    active      boolean NOT NULL DEFAULT true,
+    task_id     bigint,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    deleted_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS aliases_account_address_idx
+    ON aliases (account_id, address, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS aliases_account_created_idx
+    ON aliases (account_id, created_at, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS aliases_domain_address_idx
+    ON aliases (domain_id, address, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS aliases_domain_created_idx
+    ON aliases (domain_id, created_at, id) INCLUDE (deleted_at);
+CREATE INDEX IF NOT EXISTS aliases_deleted_idx ON aliases (deleted_at)
+    WHERE deleted_at IS NOT NULL;
+
+-- Alias domains: mail to x@name goes to x@target. Deleted for good at once (no soft delete).
+CREATE TABLE IF NOT EXISTS alias_domains (
+    id          bigserial PRIMARY KEY,
+    account_id  bigint NOT NULL REFERENCES accounts (id),
+    name        text NOT NULL CONSTRAINT alias_domains_name_key UNIQUE,
+    target_id   bigint NOT NULL REFERENCES domains (id),
+    active      boolean NOT NULL DEFAULT true,
+    task_id     bigint,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS alias_domains_account_name_idx
+    ON alias_domains (account_id, name, id) INCLUDE (active);
+CREATE INDEX IF NOT EXISTS alias_domains_account_created_idx
+    ON alias_domains (account_id, created_at, id) INCLUDE (name, active);
+CREATE INDEX IF NOT EXISTS alias_domains_target_idx ON alias_domains (target_id);
+
+-- A name is hosted once per installation, as a domain or as an alias domain. Each table's
+-- unique constraint covers itself; across the two, every insert takes a lock on the name
+-- first, so the look into the other table (a new snapshot, after the lock) sees what a
+-- concurrent insert of the same name committed. The error names the inserting table's
+-- constraint, which the store turns into its 409.
+CREATE OR REPLACE FUNCTION mailprov_hosted_once() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('hosted:' || NEW.name, 0));
+    IF TG_TABLE_NAME = 'domains' THEN
+        IF EXISTS (SELECT 1 FROM alias_domains WHERE name = NEW.name) THEN
+            RAISE EXCEPTION 'an alias domain is named %', NEW.name
+                USING ERRCODE = 'unique_violation', CONSTRAINT = 'domains_name_key';
+        END IF;
+    ELSIF EXISTS (SELECT 1 FROM domains WHERE name = NEW.name) THEN
+        RAISE EXCEPTION 'a domain is named %', NEW.name
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'alias_domains_name_key';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER domains_hosted_once BEFORE INSERT ON domains
+    FOR EACH ROW EXECUTE FUNCTION mailprov_hosted_once();
+CREATE OR REPLACE TRIGGER alias_domains_hosted_once BEFORE INSERT ON alias_domains
+    FOR EACH ROW EXECUTE FUNCTION mailprov_hosted_once();
+
+CREATE INDEX IF NOT EXISTS tasks_account_created_idx
+    ON tasks (account_id, created_at, id) INCLUDE (status, type);
+
+-- What the mail stack reads (README, "Mail stack"): only active, not deleted rows of
+-- active, provisioned, not deleted domains, so a soft delete or a switch-off takes effect
+-- at the commit that makes it.
+CREATE OR REPLACE VIEW mail_domains AS
+SELECT d.id, d.name, d.backupmx FROM domains d
+WHERE d.active AND d.deleted_at IS NULL AND d.status IN ('active', 'verified');
+
+CREATE OR REPLACE VIEW mail_mailboxes AS
+SELECT m.address, m.password_hash, m.quota_rule, m.home, m.force_pw_update,
+       m.tls_enforce_in, m.tls_enforce_out, d.name AS domain
+FROM mailboxes m JOIN mail_domains d ON d.id = m.domain_id
+WHERE m.active AND m.deleted_at IS NULL;
+
+-- `goto` as Postfix wants it: comma-separated
+CREATE OR REPLACE VIEW mail_aliases AS
+SELECT a.address, array_to_string(a.goto, ',') AS goto, d.name AS domain
+FROM aliases a JOIN mail_domains d ON d.id = a.domain_id
+WHERE a.active AND a.deleted_at IS NULL;
+
+CREATE OR REPLACE VIEW mail_alias_domains AS
+SELECT ad.name AS alias_domain, d.name AS target_domain
+FROM alias_domains ad JOIN mail_domains d ON d.id = ad.target_id
+WHERE ad.active;
+
+-- Postfix's virtual_alias_maps: the aliases, and every mailbox to itself, so that a
+-- domain's catch-all (`@example.com`, looked up last) never takes a mailbox's mail.
+CREATE OR REPLACE VIEW mail_virtual_aliases AS
+SELECT address, goto FROM mail_aliases
+UNION ALL
+SELECT address, address FROM mail_mailboxes;

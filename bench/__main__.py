@@ -1,4 +1,4 @@
-"""`python -m bench all|enqueue|poll|latency|worker|bulk|growth [--quick] [--out FILE]`
+"""`python -m bench all|enqueue|poll|latency|worker|bulk|growth|lifecycle [--quick] [--out FILE]`
 
 Starts its own Postgres and Redis (embedded, on free loopback ports, in a temporary
 directory), runs mailprov's web and worker as separate processes against them, measures

@@ -39,8 +39,8 @@ NOOP_QUEUE = "bench:noop"
 # the no-op job appends "<enqueued at> <finished at>" (Unix seconds) here
 DONE_KEY = "bench:noop:done"
 ARQ = web.AppKey("arq", ArqRedis)
-MAILBOX_COLUMNS = ["domain_id", "local_part", "address", "password_hash", "display_name",
-                   "quota_mb", "task_id"]
+MAILBOX_COLUMNS = ["domain_id", "account_id", "local_part", "address", "password_hash",
+                   "display_name", "quota_mb", "task_id"]
 
 
 def prehashed(count: int, seed: int, prefix: str = "m") -> list[tuple[str, str]]:
@@ -140,10 +140,12 @@ async def copy_rate(settings: Settings, domain_id: int, domain: str, tasks: int,
                     seed: int) -> dict[str, Any]:
     """COPY the rows of `tasks` bulk tasks of `size` mailboxes, one COPY per task."""
     pairs = prehashed(tasks * size, seed)
-    rows = [(domain_id, local, f"{local}@{domain}", hashed, None, 1, None)
-            for local, hashed in pairs]
     conn = await asyncpg.connect(settings.database_url)
     try:
+        account_id = await conn.fetchval("SELECT account_id FROM domains WHERE id = $1",
+                                         domain_id)
+        rows = [(domain_id, account_id, local, f"{local}@{domain}", hashed, None, 1, None)
+                for local, hashed in pairs]
         began = time.perf_counter()
         for i in range(0, len(rows), size):
             await conn.copy_records_to_table("mailboxes", records=rows[i:i + size],

@@ -1,14 +1,14 @@
 """The load client: a separate OS process that sends HTTP requests to one URL on loopback.
 
-    python -m bench.load --url URL [--method POST --body JSON] --connections 64
-                         (--duration S [--warmup S] | --count N [--rate R])
+    python -m bench.load --url URL [--method POST --body JSON] [--header 'Name: value']
+                         --connections 64 (--duration S [--warmup S] | --count N [--rate R])
 
 Closed loop (the default): `connections` senders, each sending its next request as soon as
 the last one is answered, for `--duration` seconds after `--warmup` seconds whose answers
 are not measured, or until `--count` requests are sent. Open loop (`--rate`): `--count`
-requests started at a fixed rate whatever the answers do. `@N@` in the body is replaced by
-a number unique to each request (from `--start` up), so every request can name a new
-mailbox.
+requests started at a fixed rate whatever the answers do. `@N@` in the body and the URL is
+replaced by a number unique to each request (from `--start` up), so every request can name
+a new mailbox, or another one to change.
 
 It prints one JSON object: requests per second of accepted answers, p50/p99/max latency of
 those in milliseconds, the errors (any other status, or no answer at all), and, over the
@@ -78,19 +78,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     numbers = itertools.count(args.start)
     recorder = Recorder(args.accept)
     headers = {"Content-Type": "application/json"} if template is not None else {}
+    headers.update(h.split(": ", 1) for h in args.header)
     connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      headers=headers) as session:
 
         async def send() -> None:
-            data = template.replace(PLACEHOLDER, str(next(numbers))).encode() \
+            number = str(next(numbers))
+            data = template.replace(PLACEHOLDER, number).encode() \
                 if template is not None else None
             began = time.perf_counter()
             detail = ""
             status: int | str
             try:
-                async with session.request(args.method, args.url, data=data) as response:
+                async with session.request(args.method, args.url.replace(PLACEHOLDER, number),
+                                           data=data) as response:
                     body = await response.read()
                     status = response.status
                     if status != args.accept:
@@ -165,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True)
     p.add_argument("--method", default="GET")
     p.add_argument("--body", help=f"request body; {PLACEHOLDER} becomes a unique number")
+    p.add_argument("--header", action="append", default=[], help="`Name: value`, again and again")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=float, help="seconds to measure (closed loop)")
     p.add_argument("--warmup", type=float, default=0.0, help="seconds before measuring")
@@ -195,10 +199,14 @@ def main() -> None:
 async def drive(url: str, *, method: str = "GET", body: str | None = None,
                 connections: int = 64, duration: float | None = None, warmup: float = 0.0,
                 count: int | None = None, rate: float | None = None,
-                start: int = 0) -> dict[str, Any]:
+                start: int = 0, headers: dict[str, str] | None = None,
+                accept: int = 200) -> dict[str, Any]:
     """Run the load client as a child process and return what it measured."""
     argv = [sys.executable, "-m", "bench.load", "--url", url, "--method", method,
-            "--connections", str(connections), "--start", str(start)]
+            "--connections", str(connections), "--start", str(start),
+            "--accept", str(accept)]
+    for name, value in (headers or {}).items():
+        argv += ["--header", f"{name}: {value}"]
     if body is not None:
         argv += ["--body", body]
     if duration is not None:

@@ -60,16 +60,21 @@ class Sizes:
     growth: tuple[int, ...]  # domain and bulk-task sizes
     growth_rounds: int       # bulk tasks per size (the fastest counts)
     list_requests: int       # list/mailbox requests per size (the fastest counts)
+    life_mailboxes: int      # lifecycle: the domain's mailboxes, paged 100 at a time
+    life_updates: int        # ... mailboxes changed, one PUT each
+    life_bulk: int           # ... mailboxes deleted and restored in one bulk action each
 
 
 FULL = Sizes(rounds=3, warmup_s=0.5, run_s=2.5, connections=64, latency_rate=20.0,
              latency_s=6.0, latency_rounds=2, worker_tasks=1000, worker_rounds=2,
              bulk_hashed=1000, baseline_hashes=60, bulk_tasks=10, bulk_size=1000,
-             bulk_rounds=2, growth=(100, 1000, 10000), growth_rounds=2, list_requests=7)
+             bulk_rounds=2, growth=(100, 1000, 10000), growth_rounds=2, list_requests=7,
+             life_mailboxes=10000, life_updates=1000, life_bulk=1000)
 QUICK = Sizes(rounds=1, warmup_s=0.2, run_s=0.5, connections=16, latency_rate=20.0,
               latency_s=0.5, latency_rounds=1, worker_tasks=20, worker_rounds=1,
               bulk_hashed=4, baseline_hashes=4, bulk_tasks=2, bulk_size=10, bulk_rounds=1,
-              growth=(10, 30, 100), growth_rounds=1, list_requests=2)
+              growth=(10, 30, 100), growth_rounds=1, list_requests=2,
+              life_mailboxes=300, life_updates=20, life_bulk=20)
 
 
 @dataclass
@@ -654,8 +659,8 @@ async def growth(ctx: Context) -> list[Row]:
                 domain_id = await provision_domain(ctx, t, conn, domain)
                 await conn.copy_records_to_table(
                     "mailboxes", columns=baselines.MAILBOX_COLUMNS,
-                    records=[(domain_id, local, f"{local}@{domain}", hashed, None, 1, None)
-                             for local, hashed in baselines.prehashed(n, seed=n)])
+                    records=[(domain_id, t.user_id, local, f"{local}@{domain}", hashed, None,
+                              1, None) for local, hashed in baselines.prehashed(n, seed=n)])
                 urls.append(t.api(f"list/mailbox?key={t.key}&caller_id={t.user_id}"
                                   f"&domain={domain}"))
             # one request at a time, sizes in turn; noise only ever adds, so the fastest
@@ -708,6 +713,176 @@ async def bulk(ctx: Context) -> list[Row]:
     return await bulk_hashed(ctx) + await bulk_prehashed(ctx)
 
 
+PAGE_SIZE = 100
+
+
+async def _fastest(ctx: Context, url: str, headers: dict[str, str], times: int) -> tuple[
+        float, dict[str, Any]]:
+    """The fastest of `times` GETs of `url` (noise only ever adds), and its answer."""
+    best, answer = math.inf, {}
+    for _ in range(times):
+        began = time.perf_counter()
+        async with ctx.session.get(url, headers=headers) as r:
+            answer = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"GET {url}: {r.status} {answer}")
+        best = min(best, time.perf_counter() - began)
+    return best, answer
+
+
+async def _accepted(ctx: Context, method: str, url: str, headers: dict[str, str],
+                    body: dict[str, Any]) -> int:
+    """A resource API write; its task id."""
+    async with ctx.session.request(method, url, json=body, headers=headers) as r:
+        answer = await r.json()
+        if r.status != 202:
+            raise RuntimeError(f"{method} {url}: {r.status} {answer}")
+    return int(answer["task_id"])
+
+
+async def lifecycle(ctx: Context) -> list[Row]:
+    """A domain of 10,000 mailboxes: pages from the start, the middle and the end; 1,000
+    changes; a bulk delete and restore of 1,000. Each beside a baseline of the same run."""
+    sz = ctx.sizes
+    n, size = sz.life_mailboxes, PAGE_SIZE
+    domain = "life.bench.test"
+    t = await ctx.stack.target("lifecycle", MAILPROV_BULK_MAX=str(n))
+    bearer = {"Authorization": f"Bearer {t.key}"}
+    try:
+        web = await t.start_web()
+        worker = await t.start_worker()
+        async with database(t) as conn:
+            await provision_domain(ctx, t, conn, domain)
+            after = await last_task_id(conn)
+            await post(ctx, t.api("create/mailbox/bulk"), {
+                "Email_fullname": "m", "single_bulk": "bulk", "Domain": domain,
+                "Params": {"count": n, "password_hash": password_hash(), "quota_mb": 1},
+                "key": t.key})
+            await wait_tasks(conn, after, 1)
+            # what a reader of these pages has: the visibility map written by a vacuum
+            await conn.execute("VACUUM ANALYZE mailboxes")
+
+            # pages, one request at a time: first, middle and last by number, then the
+            # middle's `next` link (a cursor)
+            last = -(-n // size)
+            page = t.api(f"mailboxes?filter%5Bdomain%5D={domain}&page%5Bsize%5D={size}"
+                         "&page%5Bnumber%5D=")
+            times = {}
+            answers = {}
+            async with recording(ctx.profile_dir, "lifecycle-pages-web", web.pid):
+                for _ in range(sz.list_requests):
+                    for name, number in (("first", 1), ("middle", last // 2), ("last", last)):
+                        took, answers[name] = await _fastest(ctx, f"{page}{number}", bearer, 1)
+                        times[name] = min(times.get(name, math.inf), took)
+                took, _ = await _fastest(ctx, answers["middle"]["links"]["next"], bearer,
+                                         sz.list_requests)
+                times["next link"] = took
+            if answers["last"]["meta"]["total"] != n or len(answers["first"]["data"]) != size:
+                raise RuntimeError(f"pages: {answers['last']['meta']}")
+
+            # 1,000 changes through PUT /mailboxes/{email}, one task each, vs as many
+            # single-mailbox creates through POST /mailboxes: the same path of request,
+            # task and job
+            count = sz.life_updates
+
+            async def updates() -> float:
+                began_id = await last_task_id(conn)
+                began = time.time()
+                sent = await drive(t.api(f"mailboxes/m{PLACEHOLDER}@{domain}"), method="PUT",
+                                   body=json.dumps({"quota": 2}), headers=bearer, accept=202,
+                                   connections=16, count=count, start=1)
+                if sent["ok"] != count:
+                    raise RuntimeError(f"updates: {sent}")
+                rows = await wait_tasks(conn, began_id, count)
+                return count / (max(r["finished"] for r in rows) - began)
+
+            async def creates() -> float:
+                began_id = await last_task_id(conn)
+                began = time.time()
+                sent = await drive(t.api("mailboxes"), method="POST", body=json.dumps({
+                    "domain": domain, "local_part": f"new{PLACEHOLDER}",
+                    "password_hash": password_hash()}), headers=bearer, accept=202,
+                    connections=16, count=count, start=next(_numbers))
+                if sent["ok"] != count:
+                    raise RuntimeError(f"creates: {sent}")
+                rows = await wait_tasks(conn, began_id, count)
+                return count / (max(r["finished"] for r in rows) - began)
+
+            async with recording(ctx.profile_dir, "lifecycle-updates-worker", worker.pid):
+                (base_rate,), (update_rate,) = await alternate(1, creates, updates)
+            changed = await conn.fetchval("SELECT count(*) FROM mailboxes WHERE quota_mb = 2")
+            if changed != count:
+                raise RuntimeError(f"updates changed {changed} of {count} mailboxes")
+
+            # a bulk delete and a bulk restore of 1,000, vs a bulk create of 1,000 (the
+            # same size of task through the MailAPI, password_hash given)
+            emails = [f"m{i}@{domain}" for i in range(1, sz.life_bulk + 1)]
+
+            async def timed(submit: Callable[[], Awaitable[int]]) -> float:
+                began_id = await last_task_id(conn)
+                began = time.time()
+                await submit()
+                (task,) = await wait_tasks(conn, began_id, 1)
+                return task["finished"] - began
+
+            bulk_url = t.api("mailboxes/bulk")
+            create_s = await timed(lambda: post(ctx, t.api("create/mailbox/bulk"), {
+                "Email_fullname": "b", "single_bulk": "bulk", "Domain": domain,
+                "Params": {"count": sz.life_bulk, "password_hash": password_hash()},
+                "key": t.key}))
+            delete_s = await timed(lambda: _accepted(ctx, "POST", bulk_url, bearer,
+                                                     {"action": "delete", "emails": emails}))
+            gone = await conn.fetchval(
+                "SELECT count(*) FROM mailboxes WHERE deleted_at IS NOT NULL")
+            restore_s = await timed(lambda: _accepted(ctx, "POST", bulk_url, bearer,
+                                                      {"action": "restore", "emails": emails}))
+            live, counted = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM mailboxes WHERE deleted_at IS NULL), "
+                "mailbox_count FROM domains WHERE name = $1", domain)
+            if gone != sz.life_bulk or live != counted:
+                raise RuntimeError(f"bulk: {gone} deleted, {live} live, counter {counted}")
+            memory = await peaks(web, worker)
+    finally:
+        await t.stop_all()
+
+    page_ratio = times["last"] / times["first"]
+    pages = Row(
+        "lifecycle", f"lifecycle, pages: GET /mailboxes?filter[domain] of a domain of "
+                     f"{n:,} mailboxes, page[size]={size}, fastest of {sz.list_requests}",
+        figure=f"last (page {last}) {ms(1000 * times['last'])}, middle (page {last // 2}) "
+               f"{ms(1000 * times['middle'])}, the middle's next link "
+               f"{ms(1000 * times['next link'])}",
+        baseline=f"first page {ms(1000 * times['first'])}",
+        ratio=page_ratio, target="last page ≤ 2 x first page",
+        misses=above(page_ratio, 2.0, "last/first"),
+        rounds=f"middle/first {times['middle'] / times['first']:.2f}, next link/first "
+               f"{times['next link'] / times['first']:.2f}")
+    update_ratio = update_rate / base_rate
+    changes = Row(
+        "lifecycle", f"lifecycle, updates: {count:,} PUT /mailboxes/{{email}} (quota), one "
+                     "task each, 16 connections, POST → all finished",
+        figure=rate(update_rate, " changes/s"),
+        baseline=f"{rate(base_rate, ' creates/s')} ({count:,} POST /mailboxes with "
+                 "password_hash, the same way)",
+        ratio=update_ratio, target="≥ 0.5 x baseline",
+        misses=below(update_ratio, 0.5, "ratio"), memory=memory)
+    slower = max(delete_s, restore_s)
+    bulk_ratio = create_s / slower
+    actions = Row(
+        "lifecycle", f"lifecycle, bulk: POST /mailboxes/bulk delete, then restore, of "
+                     f"{sz.life_bulk:,} mailboxes (one task each), POST → finished",
+        figure=f"delete {ms(1000 * delete_s)}, restore {ms(1000 * restore_s)}",
+        baseline=f"{ms(1000 * create_s)} (a bulk create of {sz.life_bulk:,}, password_hash "
+                 "given)",
+        ratio=bulk_ratio, target="the slower ≥ 0.5 x baseline's speed",
+        misses=below(bulk_ratio, 0.5, "ratio"))
+    return [pages, changes, actions]
+
+
+# numbers for the creates' local parts, apart from every other scenario's
+_numbers = itertools.count(10**6, 10**6)
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Row]]]] = {
     "enqueue": enqueue,
     "poll": poll,
@@ -715,4 +890,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Row]]]] = {
     "worker": worker,
     "bulk": bulk,
     "growth": growth,
+    "lifecycle": lifecycle,
 }

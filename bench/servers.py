@@ -43,6 +43,7 @@ BENCH_ENV = {
     "MAILPROV_RATE_CREATE_MAILBOX_SINGLE": UNLIMITED,
     "MAILPROV_RATE_CREATE_MAILBOX_BULK": UNLIMITED,
     "MAILPROV_RATE_GET": UNLIMITED,
+    "MAILPROV_RATE_WRITE": UNLIMITED,
     "MAILPROV_HASH_PROCESSES": str(CORES),
 }
 # Variables of the caller's shell that must not leak into a process under test

@@ -1,13 +1,17 @@
-"""An async client for the mailprov API: POST a create request, then poll its task.
+"""An async client for the mailprov API: send a request, then poll its task.
 
 It needs nothing but aiohttp (no server-side imports), so any program can use it:
 
     async with MailprovClient("http://127.0.0.1:8080", key) as api:
         task_id = await api.create_mailboxes("example.com", prefix="team", count=500)
         task = await api.wait(task_id, on_progress=lambda done, total: print(done, total))
+        await api.wait(await api.change_password("team1@example.com", "a-new-secret"))
 
-Field names are the API contract's (`Domain`, `Params`, `Email_fullname`, `single_bulk`);
-the key goes in the body of a POST and in the query string of a GET, as in the contract.
+The creates speak the MailAPI (`Domain`, `Params`, `Email_fullname`, `single_bulk`; the
+key in the body of a POST and in the query string of a GET, as in its contract); reads,
+changes, deletes, restores, aliases and alias domains speak the resource API (seed 003's
+field names, the key as a Bearer header). Every write answers a task id, which `wait`
+polls, whichever API recorded it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import email.utils
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -36,7 +41,9 @@ class MailprovError(Exception):
 
 
 class ApiError(MailprovError):
-    """The API answered with an error: `{"status": "error", "reason": ..., "errors": ...}`."""
+    """The API answered with an error: `{"status": "error", "reason": ..., "errors": ...}`
+    (the MailAPI), or `{"type": "error", "msg": ..., "errors": ...}` (the resource API);
+    `reason` holds the sentence either way."""
 
     def __init__(self, status: int, reason: str, errors: dict[str, list[str]] | None = None,
                  *, body: dict[str, Any] | None = None, retry_after: float | None = None) -> None:
@@ -100,6 +107,22 @@ def _params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in params.items() if value is not None}
 
 
+def _page_query(page: int, size: int, sort: str | None,
+                filters: Mapping[str, Any]) -> dict[str, str]:
+    """A resource list's query: `page[number]`, `page[size]`, `sort`, `filter[...]`."""
+    query = {"page[number]": str(page), "page[size]": str(size)}
+    if sort:
+        query["sort"] = sort
+    for name, value in _params(filters).items():
+        query[f"filter[{name}]"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return query
+
+
+def _segment(value: str | int) -> str:
+    """A path segment: an address keeps its @, anything else is quoted."""
+    return quote(str(value), safe="@")
+
+
 class MailprovClient:
     """A client of one mailprov installation with one API key.
 
@@ -137,10 +160,13 @@ class MailprovClient:
             self._session = None
 
     async def _request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
-                       body: dict[str, Any] | None = None) -> dict[str, Any]:
+                       body: dict[str, Any] | None = None,
+                       bearer: bool = False) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {self._key}"} if bearer else None
         async with self._session.request(method, self.base_url + path, params=query, json=body,
+                                         headers=headers,
                                          timeout=self._timeout) as response:
             text = await response.text()
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -153,9 +179,9 @@ class MailprovClient:
             # not the API talking: a proxy's error page, a wrong URL
             raise ApiError(status, f"Unexpected response that is not a JSON object: "
                                    f"{text[:200]!r}", retry_after=retry_after)
-        if status == 200:
+        if status in (200, 202):
             return data
-        reason = str(data.get("reason") or f"HTTP {status}")
+        reason = str(data.get("reason") or data.get("msg") or f"HTTP {status}")
         if status == 422 and "Task_id" in data:
             raise TaskFailed(int(data["Task_id"]), reason, data.get("results") or {}, data)
         kind = RateLimited if status == 429 else ApiError
@@ -208,6 +234,127 @@ class MailprovClient:
             "Email_fullname": label, "single_bulk": "bulk", "Domain": domain,
             "Params": {**batch, **_params(params)},
         })
+
+    # the resource API: reads answer the resource or a page, writes a task id
+
+    async def _read(self, path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self._request("GET", path, query=query, bearer=True)
+
+    async def _write(self, method: str, path: str, body: dict[str, Any] | None = None,
+                     query: dict[str, str] | None = None) -> int:
+        # no retries, as for the creates: a repeat may record a second task
+        data = await self._request(method, path, body=body, query=query, bearer=True)
+        return int(data["task_id"])
+
+    async def _delete(self, path: str, purge: bool) -> int:
+        return await self._write("DELETE", path, query={"purge": "true"} if purge else None)
+
+    async def get_domain(self, domain: str) -> dict[str, Any]:
+        return await self._read(f"/domains/{_segment(domain)}")
+
+    async def list_domains(self, *, page: int = 1, size: int = 100, sort: str | None = None,
+                           **filters: Any) -> dict[str, Any]:
+        """One page (`data`, `meta`, `links`); filters: search, active, deleted."""
+        return await self._read("/domains", _page_query(page, size, sort, filters))
+
+    async def update_domain(self, domain: str, **fields: Any) -> int:
+        """Change active, aliases, mailboxes, defquota, maxquota, quota, backupmx or
+        description (None: unchanged); the task id."""
+        return await self._write("PUT", f"/domains/{_segment(domain)}", _params(fields))
+
+    async def delete_domain(self, domain: str, *, purge: bool = False) -> int:
+        """Soft delete, with sub-domains, mailboxes and aliases (`purge`: for good)."""
+        return await self._delete(f"/domains/{_segment(domain)}", purge)
+
+    async def restore_domain(self, domain: str) -> int:
+        return await self._write("POST", f"/domains/{_segment(domain)}/restore")
+
+    async def delete_domains(self, domains: Sequence[str]) -> int:
+        """Soft delete up to 100 domains in one task, a result per domain."""
+        return await self._write("POST", "/domains/bulk-delete", {"domains": list(domains)})
+
+    async def get_mailbox(self, email: str) -> dict[str, Any]:
+        return await self._read(f"/mailboxes/{_segment(email)}")
+
+    async def list_mailboxes(self, *, page: int = 1, size: int = 100, sort: str | None = None,
+                             **filters: Any) -> dict[str, Any]:
+        """One page; filters: domain, search, active, deleted."""
+        return await self._read("/mailboxes", _page_query(page, size, sort, filters))
+
+    async def update_mailbox(self, email: str, **fields: Any) -> int:
+        """Change name, quota, active, force_pw_update, tls_enforce_in, tls_enforce_out,
+        password or password_hash (None: unchanged); the task id."""
+        return await self._write("PUT", f"/mailboxes/{_segment(email)}", _params(fields))
+
+    async def change_password(self, email: str, password: str | None = None, *,
+                              password_hash: str | None = None) -> int:
+        """A new password (hashed by mailprov) or a `{SCHEME}...` hash; the task id."""
+        if (password is None) == (password_hash is None):
+            raise ValueError("give a password or a password_hash")
+        return await self.update_mailbox(email, password=password, password_hash=password_hash)
+
+    async def delete_mailbox(self, email: str, *, purge: bool = False) -> int:
+        return await self._delete(f"/mailboxes/{_segment(email)}", purge)
+
+    async def restore_mailbox(self, email: str) -> int:
+        return await self._write("POST", f"/mailboxes/{_segment(email)}/restore")
+
+    async def mailbox_action(self, action: str, emails: Sequence[str]) -> int:
+        """activate, deactivate, delete, restore or forget many mailboxes in one task."""
+        return await self._write("POST", "/mailboxes/bulk",
+                                 {"action": action, "emails": list(emails)})
+
+    async def create_alias(self, address: str, goto: Sequence[str], *,
+                           active: bool = True) -> tuple[int, int]:
+        """An alias (`@example.com`: the catch-all); (task id, alias id)."""
+        data = await self._request("POST", "/aliases", bearer=True, body={
+            "address": address, "goto": list(goto), "active": active})
+        return int(data["task_id"]), int(data["id"])
+
+    async def get_alias(self, alias_id: int) -> dict[str, Any]:
+        return await self._read(f"/aliases/{alias_id}")
+
+    async def list_aliases(self, *, page: int = 1, size: int = 100, sort: str | None = None,
+                           **filters: Any) -> dict[str, Any]:
+        """One page; filters: domain, search, active, deleted."""
+        return await self._read("/aliases", _page_query(page, size, sort, filters))
+
+    async def update_alias(self, alias_id: int, *, goto: Sequence[str] | None = None,
+                           active: bool | None = None) -> int:
+        return await self._write("PUT", f"/aliases/{alias_id}", _params(
+            {"goto": None if goto is None else list(goto), "active": active}))
+
+    async def delete_alias(self, alias_id: int, *, purge: bool = False) -> int:
+        return await self._delete(f"/aliases/{alias_id}", purge)
+
+    async def restore_alias(self, alias_id: int) -> int:
+        return await self._write("POST", f"/aliases/{alias_id}/restore")
+
+    async def forget_alias(self, alias_id: int) -> int:
+        return await self._write("DELETE", f"/aliases/{alias_id}/forget")
+
+    async def alias_action(self, action: str, ids: Sequence[int]) -> int:
+        """activate, deactivate, delete, restore or forget up to 25 aliases in one task."""
+        return await self._write("POST", "/aliases/bulk", {"action": action, "ids": list(ids)})
+
+    async def create_alias_domain(self, alias_domain: str, target_domain: str, *,
+                                  active: bool = True) -> int:
+        return await self._write("POST", "/alias-domains", {
+            "alias_domain": alias_domain, "target_domain": target_domain, "active": active})
+
+    async def get_alias_domain(self, alias_domain: str) -> dict[str, Any]:
+        return await self._read(f"/alias-domains/{_segment(alias_domain)}")
+
+    async def list_alias_domains(self, *, page: int = 1, size: int = 100,
+                                 sort: str | None = None, **filters: Any) -> dict[str, Any]:
+        return await self._read("/alias-domains", _page_query(page, size, sort, filters))
+
+    async def update_alias_domain(self, alias_domain: str, *, active: bool) -> int:
+        return await self._write("PUT", f"/alias-domains/{_segment(alias_domain)}",
+                                 {"active": active})
+
+    async def delete_alias_domain(self, alias_domain: str) -> int:
+        return await self._write("DELETE", f"/alias-domains/{_segment(alias_domain)}")
 
     async def task(self, task_id: int) -> dict[str, Any]:
         """The task as GET /api/v1/get/task shows it (queued, processing or completed).

@@ -207,10 +207,37 @@ class Factory:
                                                                    "task_id": task_id})
         return r.status, await r.json()
 
+    async def rest(self, method: str, route: str, key: str, json: Any = None,
+                   params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                   **parts: Any) -> Any:
+        """A resource API request (the key as its Bearer header); the response, its body
+        read as `.body`."""
+        r = await self.client.request(method, url(self.client, route, **parts), json=json,
+                                      params=params,
+                                      headers={"Authorization": f"Bearer {key}",
+                                               **(headers or {})})
+        r.body = await r.json()  # type: ignore[attr-defined]
+        return r
 
-def url(client: TestClient, route: str) -> str:
-    """A route's path, built from its name."""
-    return str(client.app.router[route].url_for())  # type: ignore[union-attr]
+    async def rest_url(self, key: str, path: str) -> Any:
+        """GET a path as a page's link gives it (its query included)."""
+        r = await self.client.get(path, headers={"Authorization": f"Bearer {key}"})
+        r.body = await r.json()  # type: ignore[attr-defined]
+        return r
+
+    async def done(self, key: str, answer: Any) -> Any:
+        """Run the worker, then the task of an accepted write, as GET /tasks/{id} shows it."""
+        assert answer.status == 202, answer.body
+        await self.run_worker()
+        r = await self.rest("GET", "task", key, task_id=answer.body["task_id"])
+        assert r.status == 200, r.body
+        return r.body
+
+
+def url(client: TestClient, route: str, **parts: Any) -> str:
+    """A route's path, built from its name (and its path's parts)."""
+    return str(client.app.router[route].url_for(  # type: ignore[union-attr]
+        **{k: str(v) for k, v in parts.items()}))
 
 
 @pytest.fixture

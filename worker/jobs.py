@@ -9,7 +9,7 @@ task's rows and its results are written in the same transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -19,32 +19,28 @@ from service.core import logs, passwords
 from service.core.errors import BACKEND_DOWN
 from service.core.passwords import Hasher
 from service.core.store import NewMailbox, Row, Store
-from service.core.tasks import CREATED, EXISTS, LIMIT, QUOTA, UNFINISHED, passwords_key
+from service.core.tasks import (
+    CREATED,
+    EXISTS,
+    LIMIT,
+    MAX_QUOTA,
+    QUOTA,
+    passwords_key,
+)
+from worker import lifecycle
 from worker.context import JobContext, Outcome, context
+from worker.steps import Body, ProvisioningError, TaskFinished, live_domain, lock_task
 
 log = logging.getLogger("mailprov.worker")
 
 # how a single mailbox task that could not create its mailbox reports it
-SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA}
+SINGLE_FAILURES = {EXISTS: "Mailbox already exists.", LIMIT: LIMIT, QUOTA: QUOTA,
+                   MAX_QUOTA: MAX_QUOTA}
+# what a new mailbox may set besides its name, quota and password (NewMailbox's defaults)
+FLAGS = ("active", "force_pw_update", "tls_enforce_in", "tls_enforce_out")
 
 # worth another try: a backing service went away, or Postgres asked us to retry
 TRANSIENT = (*BACKEND_DOWN, asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-
-
-class ProvisioningError(Exception):
-    """The task could not be done; its message becomes the failed task's reason."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class TaskFinished(Exception):
-    """Another run of this task finished it meanwhile."""
-
-
-# what runs a task of one type: (status it left the task in, items created, reason)
-Body = Callable[[JobContext, Row], Awaitable[tuple[str, int, str | None]]]
 
 
 def _backoff(tries: int) -> float:
@@ -108,17 +104,9 @@ async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]
     return Outcome("done", status, created, reason)
 
 
-async def _lock_task(store: Store, task_id: int, keys: list[str]) -> set[str]:
-    """Lock the task row; the subset of `keys` already recorded in its results."""
-    row = await store.lock_task(task_id=task_id, keys=keys)
-    if row is None or row["status"] not in UNFINISHED:
-        raise TaskFinished
-    return set(row["done"])
-
-
 async def _domain(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     async with job.db.transaction() as store:
-        await _lock_task(store, task["id"], [])
+        await lock_task(store, task["id"], [])
         name = await store.activate_domain(task_id=task["id"])
         if name is None:
             raise ProvisioningError("The domain was removed before it was provisioned.")
@@ -130,9 +118,8 @@ async def _domain(job: JobContext, task: Row) -> tuple[str, int, str | None]:
 async def _sub_domains(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     payload = task["payload"]
     async with job.db.transaction() as store:
-        await _lock_task(store, task["id"], [])
-        if await store.lock_domain(domain_id=payload["parent_id"]) is None:
-            raise ProvisioningError("The parent domain no longer exists.")
+        await lock_task(store, task["id"], [])
+        await live_domain(store, payload["parent_id"], "The parent domain no longer exists.")
         created = await store.insert_sub_domains(parent_id=payload["parent_id"],
                                                  names=payload["names"], task_id=task["id"])
         results = {n: {"status": CREATED if n in created else EXISTS} for n in payload["names"]}
@@ -181,7 +168,7 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
             if address in generated:
                 item["password_hash"] = await anext(hashes)
         async with db.transaction() as store:
-            already = await _lock_task(store, task_id, addresses)
+            already = await lock_task(store, task_id, addresses)
             fresh = [(i, a) for i, a in zip(chunk, addresses, strict=True) if a not in already]
             results = await _write_chunk(store, task_id, domain_id, fresh)
             shown = {a: r for a, r in results.items() if r["status"] == CREATED and a in generated}
@@ -207,9 +194,7 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
 async def _write_chunk(store: Store, task_id: int, domain_id: int,
                        items: list[tuple[dict[str, Any], str]]) -> dict[str, dict[str, Any]]:
     """Insert what fits the domain's limits, in one statement; the per-item outcomes."""
-    domain = await store.lock_domain(domain_id=domain_id)
-    if domain is None:
-        raise ProvisioningError("The domain no longer exists.")
+    domain = await live_domain(store, domain_id, "The domain no longer exists.")
     existing = await store.existing_addresses(addresses=[a for _, a in items])
     count, used = domain["mailbox_count"], domain["quota_used_mb"]
     results: dict[str, dict[str, Any]] = {}
@@ -221,9 +206,12 @@ async def _write_chunk(store: Store, task_id: int, domain_id: int,
             results[address] = {"status": LIMIT}
         elif used + item["quota_mb"] > domain["quota_mb"]:
             results[address] = {"status": QUOTA}
+        elif item["quota_mb"] > domain["max_mailbox_quota_mb"]:
+            results[address] = {"status": MAX_QUOTA}
         else:
-            accepted.append(NewMailbox(item["local_part"], address, item["password_hash"],
-                                       item.get("display_name"), item["quota_mb"]))
+            accepted.append(NewMailbox(
+                item["local_part"], address, item["password_hash"], item.get("display_name"),
+                item["quota_mb"], **{flag: item[flag] for flag in FLAGS if flag in item}))
             count += 1
             used += item["quota_mb"]
     if accepted:
@@ -242,4 +230,5 @@ BODIES: dict[str, Body] = {
     "sub_domain": _sub_domains,
     "mailbox_single": _mailboxes,
     "mailbox_bulk": _mailboxes,
+    **lifecycle.BODIES,
 }

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from arq import cron
 from arq.worker import Function, func
 
 from service.core import presence
@@ -23,6 +24,7 @@ from worker.jobs import BODIES, run_task
 from worker.metrics import WorkerMetrics
 from worker.observe import bind_job, observed
 from worker.polling import Worker
+from worker.retention import purge_expired
 
 log = logging.getLogger("mailprov.worker")
 
@@ -91,6 +93,12 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "on_job_start": bind_job,
         # the task row is the result; arq's copy would only fill Redis
         "keep_result": 0,
+        # every ten minutes: a day's retention is met to within minutes. An arq cron job,
+        # named after the queue (arq's cron job ids are global to a Redis): unlike the
+        # sweeper it repairs nothing, so waiting behind the queue costs nothing
+        "cron_jobs": [cron(purge_expired, name=f"{settings.queue_name}:retention",
+                           minute=set(range(0, 60, 10)), second=30, unique=True,
+                           timeout=min(300, settings.worker_job_timeout_s))],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,

@@ -30,7 +30,9 @@ class WorkerMetrics:
                                   ["job"], registry=r,
                                   buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300))
         self.items = Counter("mailprov_worker_items_provisioned",
-                             "Domains, sub-domains and mailboxes created", ["type"], registry=r)
+                             "Items tasks did, by task type: domains, sub-domains, mailboxes "
+                             "and aliases created, changed, deleted or restored", ["type"],
+                             registry=r)
 
     def serve(self, port: int, host: str) -> WSGIServer:
         """Start the HTTP endpoint in a daemon thread; stop it with `stop`."""

@@ -80,6 +80,18 @@ class TaskNotFound(NotFound):
     """Task ID was not found for this API key."""
 
 
+class MailboxNotFound(NotFound):
+    """Mailbox not found for this account."""
+
+
+class AliasNotFound(NotFound):
+    """Alias not found for this account."""
+
+
+class AliasDomainNotFound(NotFound):
+    """Alias domain not found for this account."""
+
+
 class Conflict(ApiError):
     """Already exists."""
 
@@ -88,6 +100,46 @@ class Conflict(ApiError):
 
 class DomainExists(Conflict):
     """Domain already exists."""
+
+
+class AliasDomainExists(Conflict):
+    """This name is hosted already, as a domain or as an alias domain."""
+
+
+class MailboxExists(Conflict):
+    """Mailbox already exists."""
+
+
+class AddressIsAlias(Conflict):
+    """An alias has this address already."""
+
+
+class AliasExists(Conflict):
+    """Alias already exists."""
+
+
+class AliasShadowsMailbox(Conflict):
+    """A mailbox has this address; an alias cannot shadow it."""
+
+
+class DomainDeleted(Conflict):
+    """The domain is deleted; restore it first."""
+
+
+class ParentDomainDeleted(Conflict):
+    """The parent domain is deleted; restore it first."""
+
+
+class MailboxDeleted(Conflict):
+    """The mailbox is deleted; restore it first."""
+
+
+class AliasDeleted(Conflict):
+    """The alias is deleted; restore it first."""
+
+
+class NotDeleted(Conflict):
+    """It is not deleted, so there is nothing to restore."""
 
 
 class Invalid(ApiError):

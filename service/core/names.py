@@ -58,3 +58,37 @@ def local_part(value: str) -> str:
             "with a dot, no two dots in a row."
         )
     return name
+
+
+def address(value: str) -> str:
+    """A mailbox address on a domain we could host: `john@example.com`."""
+    local, at, host = value.strip().rpartition("@")
+    if not at or not local:
+        raise ValueError("Not a valid address: it needs a local part, an @ and a domain.")
+    return f"{local_part(local)}@{domain(host)}"
+
+
+def alias_address(value: str) -> str:
+    """An alias's address: a mailbox address, or `@example.com` for the domain's catch-all."""
+    text = value.strip()
+    if text.startswith("@"):
+        return "@" + domain(text[1:])
+    return address(text)
+
+
+def domain_of(value: str) -> str:
+    """The domain part of an address or a catch-all."""
+    return value.rpartition("@")[2]
+
+
+# RFC 5322 dot-atom text: what a destination's local part may hold, wherever it is hosted
+DOT_ATOM = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def destination(value: str) -> str:
+    """Where an alias sends mail: any address, here or elsewhere. Lower-cased, as Postfix
+    looks addresses up."""
+    local, at, host = value.strip().lower().rpartition("@")
+    if not at or len(local) > 64 or not DOT_ATOM.fullmatch(local):
+        raise ValueError("Not a valid address: it needs a local part, an @ and a domain.")
+    return f"{local}@{domain(host)}"

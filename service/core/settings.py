@@ -43,6 +43,9 @@ class Settings:
     rate_create_mailbox_single: int = 1000
     rate_create_mailbox_bulk: int = 100
     rate_get: int = 36000
+    # resource API writes other than creates (update, delete, restore, bulk actions,
+    # aliases, alias domains), per account per rolling hour
+    rate_write: int = 10000
     rate_sub_domain_window_s: int = 3600
 
     imap_host: str = ""
@@ -78,6 +81,9 @@ class Settings:
     # on SIGTERM a worker takes no new jobs and gives running ones this long to finish;
     # the rest are cancelled and run again
     worker_shutdown_grace_s: int = 20
+    # soft-deleted domains, mailboxes and aliases can be restored for this long, then a
+    # worker's cron job removes them for good (worker/retention.py)
+    retention_days: int = 30
 
     # the /ops queue page answers 404 while this is empty
     ops_token: str = ""

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
 
 from service.core import errors
-from service.core.sql import QUERIES
+from service.core.paging import Page, PageRequest
+from service.core.sql import PAGING, QUERIES
 
 Row: TypeAlias = asyncpg.Record
 
 # unique constraint name -> what a client is told
 CONSTRAINT_ERRORS: dict[str, type[errors.ApiError]] = {
     "domains_name_key": errors.DomainExists,
+    "alias_domains_name_key": errors.AliasDomainExists,
 }
 
 
@@ -47,6 +50,98 @@ class NewMailbox:
     password_hash: str
     display_name: str | None
     quota_mb: int
+    active: bool = True
+    force_pw_update: bool = False
+    tls_enforce_in: bool = False
+    tls_enforce_out: bool = False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one `page_*` query is filtered and sorted. Everything here is SQL of ours, chosen
+    by name: a client's values only ever travel as parameters."""
+
+    # API sort field -> (column of the listing, its SQL type)
+    sorts: dict[str, tuple[str, str]]
+    # API filter -> condition on `t`, with {} where its parameter goes
+    filters: dict[str, str] = field(default_factory=dict)
+    # the filter that narrows the listing to one domain, replacing the account condition
+    # (its index serves the page: see schema.sql)
+    scope: str = ""
+    soft_deleted: bool = True
+
+
+ACCOUNT = "t.account_id = $1"
+IN_DOMAIN = "t.domain_id = (SELECT id FROM domains WHERE account_id = $1 AND name = {})"
+DELETED = {"without": "t.deleted_at IS NULL", "with": "true", "only": "t.deleted_at IS NOT NULL"}
+CREATED = ("created_at", "timestamptz")
+LISTINGS: dict[str, Listing] = {
+    "page_domains": Listing(
+        {"domain": ("name", "text"), "created_at": CREATED},
+        {"search": "strpos(t.name, {}) > 0", "active": "t.active = {}"}),
+    "page_mailboxes": Listing(
+        {"email": ("address", "text"), "created_at": CREATED},
+        {"domain": IN_DOMAIN,
+         "search": "(strpos(t.address, {0}) > 0 OR strpos(lower(t.display_name), {0}) > 0)",
+         "active": "t.active = {}"}, scope="domain"),
+    "page_aliases": Listing(
+        {"address": ("address", "text"), "created_at": CREATED},
+        {"domain": IN_DOMAIN, "search": "strpos(t.address, {}) > 0", "active": "t.active = {}"},
+        scope="domain"),
+    "page_alias_domains": Listing(
+        {"alias_domain": ("name", "text"), "created_at": CREATED},
+        {"domain": "t.target_id = (SELECT id FROM domains WHERE account_id = $1 AND name = {})",
+         "search": "strpos(t.name, {}) > 0", "active": "t.active = {}"},
+        soft_deleted=False),
+    "page_tasks": Listing(
+        {"created_at": CREATED}, {"status": "t.status = {}", "type": "t.type = {}"},
+        soft_deleted=False),
+}
+# the comparisons of paging.sql, by the sort's direction
+ASCENDING = {"at_or_after": ">=", "at_or_before": "<=", "before": "<", "after": ">"}
+DESCENDING = {"at_or_after": "<=", "at_or_before": ">=", "before": ">", "after": "<"}
+
+
+def page_sql(name: str, request: PageRequest) -> tuple[str, list[Any]]:
+    """The statement and parameters of one page of the listing `name`."""
+    listing = LISTINGS[name]
+    column, kind = listing.sorts[request.sort]
+    params: list[Any] = [request.account_id]
+    where = [] if listing.scope in request.filters else [ACCOUNT]
+    for filter_name, value in request.filters.items():
+        params.append(value)
+        where.append(listing.filters[filter_name].format(f"${len(params)}"))
+    if listing.soft_deleted:
+        where.append(DELETED[request.deleted])
+    order, against = ("DESC", "ASC") if request.descending else ("ASC", "DESC")
+    cursor = request.cursor
+    slots = {f: f"${len(params) + i}" for i, f in enumerate(
+        ("size", "number", "how", "k1", "k2"), start=1)}
+    params += [request.size, request.number, cursor and cursor.how, cursor and cursor.key,
+               cursor and cursor.id]
+    listing_sql = QUERIES[name].format(where=" AND ".join(where))
+    sql = PAGING.format(
+        listing=listing_sql, key=column, type=kind,
+        forward=f"{column} {order}, id {order}", backward=f"{column} {against}, id {against}",
+        **(DESCENDING if request.descending else ASCENDING), **slots)
+    return sql, params
+
+
+def _page(rows: list[Row]) -> Page:
+    """paging.sql's rows as a page: ahead rows are in the sort's order and behind rows
+    against it; one more than the page is read beyond it."""
+    total, size = rows[0]["page_total"], rows[0]["page_rows"]
+    parts: dict[str | None, list[Row]] = {}
+    for row in sorted(rows, key=lambda r: r["page_pos"] or 0):
+        parts.setdefault(row["page_part"], []).append(row)
+    ahead, behind = parts.get("ahead", []), parts.get("behind", [])
+    beyond = (ahead or behind)[size:size + 1]
+    page = ahead[:size] if ahead else behind[:size][::-1]
+    if ahead or "before" in parts:
+        return Page(total, page, beyond[0] if beyond else None,
+                    parts["before"][0] if "before" in parts else None)
+    return Page(total, page, parts["after"][0] if "after" in parts else None,
+                beyond[0] if beyond else None)
 
 
 class Store:
@@ -58,6 +153,10 @@ class Store:
     async def _rows(self, name: str, *args: Any) -> list[Row]:
         with _mapped_errors():
             return await self._ex.fetch(QUERIES[name], *args)
+
+    async def _paged(self, name: str, request: PageRequest) -> Page:
+        sql, params = page_sql(name, request)
+        return _page(await self._ex.fetch(sql, *params))
 
     async def _row(self, name: str, *args: Any) -> Row | None:
         with _mapped_errors():
@@ -111,11 +210,21 @@ class Store:
 
     async def create_domain_task(self, *, account_id: int, domain: str, quota_mb: int,
                                  max_mailboxes: int, default_mailbox_quota_mb: int,
-                                 description: str | None) -> int:
+                                 description: str | None, max_mailbox_quota_mb: int,
+                                 max_aliases: int, backupmx: bool = False,
+                                 active: bool = True) -> int:
         """The domain row (pending; DomainExists when it is taken) and its task."""
         return await self._value("create_domain_task", account_id, domain, {"domain": domain},
                                  quota_mb, max_mailboxes, default_mailbox_quota_mb,
-                                 description)
+                                 description, max_mailbox_quota_mb, max_aliases, backupmx,
+                                 active)
+
+    async def create_alias_task(self, *, account_id: int, domain: str,
+                                payload: dict[str, Any]) -> Row:
+        """The task of a new alias, and the alias's id, drawn with it (`id`, `alias_id`)."""
+        row = await self._row("create_alias_task", account_id, domain, payload)
+        assert row is not None  # an INSERT ... RETURNING of one row
+        return row
 
     # reads of the MailAPI lists
 
@@ -147,7 +256,9 @@ class Store:
         rows = await self._rows(
             "insert_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
             [m.address for m in mailboxes], [m.password_hash for m in mailboxes],
-            [m.display_name for m in mailboxes], [m.quota_mb for m in mailboxes])
+            [m.display_name for m in mailboxes], [m.quota_mb for m in mailboxes],
+            [m.active for m in mailboxes], [m.force_pw_update for m in mailboxes],
+            [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes])
         return {r["address"] for r in rows}
 
     async def insert_sub_domains(self, *, parent_id: int, names: Sequence[str],
@@ -206,6 +317,177 @@ class Store:
 
     async def retry_task(self, *, task_id: int, keep: str) -> Row | None:
         return await self._row("retry_task", task_id, keep)
+
+    # the resource API's lookups (each with its key, in one round trip)
+
+    async def resolve_key_with_domain_entry(self, *, key_hash: str, domain: str,
+                                            usage: bool = False) -> Row | None:
+        return await self._row("resolve_key_with_domain_entry", key_hash, domain, usage)
+
+    async def resolve_key_with_mailbox(self, *, key_hash: str, address: str) -> Row | None:
+        return await self._row("resolve_key_with_mailbox", key_hash, address)
+
+    async def resolve_key_with_alias(self, *, key_hash: str, alias_id: int) -> Row | None:
+        return await self._row("resolve_key_with_alias", key_hash, alias_id)
+
+    async def resolve_key_with_address(self, *, key_hash: str, domain: str,
+                                       address: str) -> Row | None:
+        return await self._row("resolve_key_with_address", key_hash, domain, address)
+
+    async def resolve_key_with_alias_domain(self, *, key_hash: str, name: str) -> Row | None:
+        return await self._row("resolve_key_with_alias_domain", key_hash, name)
+
+    async def resolve_key_with_alias_target(self, *, key_hash: str, name: str,
+                                            target: str) -> Row | None:
+        return await self._row("resolve_key_with_alias_target", key_hash, name, target)
+
+    # pages (service/core/sql/paging.sql)
+
+    async def page_domains(self, request: PageRequest) -> Page:
+        return await self._paged("page_domains", request)
+
+    async def page_mailboxes(self, request: PageRequest) -> Page:
+        return await self._paged("page_mailboxes", request)
+
+    async def page_aliases(self, request: PageRequest) -> Page:
+        return await self._paged("page_aliases", request)
+
+    async def page_alias_domains(self, request: PageRequest) -> Page:
+        return await self._paged("page_alias_domains", request)
+
+    async def page_tasks(self, request: PageRequest) -> Page:
+        return await self._paged("page_tasks", request)
+
+    # jobs of the lifecycle: domains
+
+    async def lock_domains(self, *, domain_ids: Sequence[int]) -> list[Row]:
+        return await self._rows("lock_domains", list(domain_ids))
+
+    async def domain_subtree(self, *, domain_id: int) -> list[int]:
+        return list(await self._value("domain_subtree", domain_id))
+
+    async def domains_by_name(self, *, account_id: int, names: Sequence[str]) -> list[Row]:
+        return await self._rows("domains_by_name", account_id, list(names))
+
+    async def largest_mailbox_quota(self, *, domain_id: int) -> int:
+        return await self._value("largest_mailbox_quota", domain_id)
+
+    async def update_domain(self, *, domain_id: int, changes: dict[str, Any]) -> str | None:
+        """Change the fields in `changes` (schema column names); the domain's name, None
+        when it is gone or deleted."""
+        return await self._value(
+            "update_domain", domain_id, changes.get("active"), changes.get("max_aliases"),
+            changes.get("max_mailboxes"), changes.get("default_mailbox_quota_mb"),
+            changes.get("max_mailbox_quota_mb"), changes.get("quota_mb"),
+            changes.get("backupmx"), "description" in changes, changes.get("description"))
+
+    async def soft_delete_domains(self, *, domain_ids: Sequence[int]) -> list[str]:
+        return [r["name"] for r in await self._rows("soft_delete_domains", list(domain_ids))]
+
+    async def restore_domains(self, *, domain_ids: Sequence[int],
+                              deleted_at: datetime) -> list[str]:
+        rows = await self._rows("restore_domains", list(domain_ids), deleted_at)
+        return [r["name"] for r in rows]
+
+    async def purge_domains(self, *, domain_ids: Sequence[int]) -> list[str]:
+        return [r["name"] for r in await self._rows("purge_domains", list(domain_ids))]
+
+    # mailboxes
+
+    async def mailbox_domain_ids(self, *, account_id: int,
+                                 addresses: Sequence[str]) -> list[int]:
+        return list(await self._value("mailbox_domain_ids", account_id, list(addresses)))
+
+    async def mailboxes_for_action(self, *, account_id: int, addresses: Sequence[str],
+                                   domain_ids: Sequence[int]) -> list[Row]:
+        return await self._rows("mailboxes_for_action", account_id, list(addresses),
+                                list(domain_ids))
+
+    async def get_mailbox(self, *, mailbox_id: int) -> Row | None:
+        return await self._row("get_mailbox", mailbox_id)
+
+    async def update_mailbox(self, *, mailbox_id: int, changes: dict[str, Any]) -> str | None:
+        """Change the fields in `changes` (schema column names), the domain's quota_used
+        with them; the address, None when it is gone or deleted."""
+        return await self._value(
+            "update_mailbox", mailbox_id, "display_name" in changes,
+            changes.get("display_name"), changes.get("quota_mb"), changes.get("active"),
+            changes.get("force_pw_update"), changes.get("tls_enforce_in"),
+            changes.get("tls_enforce_out"), changes.get("password_hash"))
+
+    async def delete_mailboxes(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["address"] for r in await self._rows("delete_mailboxes", list(ids))}
+
+    async def restore_mailboxes(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["address"] for r in await self._rows("restore_mailboxes", list(ids))}
+
+    async def set_mailboxes_active(self, *, ids: Sequence[int], active: bool) -> set[str]:
+        rows = await self._rows("set_mailboxes_active", list(ids), active)
+        return {r["address"] for r in rows}
+
+    async def purge_mailboxes(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["address"] for r in await self._rows("purge_mailboxes", list(ids))}
+
+    # aliases
+
+    async def alias_domain_ids(self, *, account_id: int, ids: Sequence[int]) -> list[int]:
+        return list(await self._value("alias_domain_ids", account_id, list(ids)))
+
+    async def address_holder(self, *, address: str) -> str | None:
+        return await self._value("address_holder", address)
+
+    async def aliases_for_action(self, *, account_id: int, ids: Sequence[int],
+                                 domain_ids: Sequence[int]) -> list[Row]:
+        return await self._rows("aliases_for_action", account_id, list(ids), list(domain_ids))
+
+    async def insert_alias(self, *, alias_id: int, domain_id: int, address: str,
+                           goto: Sequence[str], active: bool, task_id: int) -> bool:
+        """The alias and its domain's counter; False when its id or address is taken."""
+        return bool(await self._value("insert_alias", alias_id, domain_id, address,
+                                      list(goto), active, task_id))
+
+    async def update_alias(self, *, alias_id: int, goto: Sequence[str] | None,
+                           active: bool | None) -> str | None:
+        return await self._value("update_alias", alias_id,
+                                 None if goto is None else list(goto), active)
+
+    async def delete_aliases(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["item"] for r in await self._rows("delete_aliases", list(ids))}
+
+    async def restore_aliases(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["item"] for r in await self._rows("restore_aliases", list(ids))}
+
+    async def set_aliases_active(self, *, ids: Sequence[int], active: bool) -> set[str]:
+        return {r["item"] for r in await self._rows("set_aliases_active", list(ids), active)}
+
+    async def purge_aliases(self, *, ids: Sequence[int]) -> set[str]:
+        return {r["item"] for r in await self._rows("purge_aliases", list(ids))}
+
+    # alias domains
+
+    async def insert_alias_domain(self, *, name: str, target_id: int, active: bool,
+                                  task_id: int) -> bool:
+        """The alias domain; False when an alias domain has the name (AliasDomainExists
+        when a domain has it)."""
+        return await self._value("insert_alias_domain", name, target_id, active,
+                                 task_id) is not None
+
+    async def update_alias_domain(self, *, alias_domain_id: int, active: bool) -> str | None:
+        return await self._value("update_alias_domain", alias_domain_id, active)
+
+    async def delete_alias_domain(self, *, alias_domain_id: int) -> str | None:
+        return await self._value("delete_alias_domain", alias_domain_id)
+
+    # retention (worker/retention.py)
+
+    async def purge_expired_mailboxes(self, *, days: int, limit: int) -> int:
+        return await self._value("purge_expired_mailboxes", days, limit)
+
+    async def purge_expired_aliases(self, *, days: int, limit: int) -> int:
+        return await self._value("purge_expired_aliases", days, limit)
+
+    async def purge_expired_domains(self, *, days: int, limit: int) -> int:
+        return await self._value("purge_expired_domains", days, limit)
 
     # Idempotency-Key records
 

@@ -7,7 +7,15 @@ document and the formats read it from here.
 
 from __future__ import annotations
 
-TASK_TYPES = ("domain", "sub_domain", "mailbox_single", "mailbox_bulk")
+TASK_TYPES = (
+    "domain", "sub_domain", "mailbox_single", "mailbox_bulk",
+    # the resource API's (api-resources.md); its mailbox and domain creates are the above
+    "domain_update", "domain_delete", "domain_restore", "domain_bulk_delete",
+    "mailbox_update", "mailbox_delete", "mailbox_restore", "mailbox_bulk_action",
+    "alias", "alias_update", "alias_delete", "alias_restore", "alias_forget",
+    "alias_bulk_action",
+    "alias_domain", "alias_domain_update", "alias_domain_delete",
+)
 STATUSES = ("queued", "processing", "completed", "failed")
 UNFINISHED = ("queued", "processing")
 
@@ -16,7 +24,27 @@ CREATED = "Created successfully."
 EXISTS = "Already exists."
 LIMIT = "Mailbox limit reached."
 QUOTA = "Domain quota exceeded."
-ITEM_STATUSES = (CREATED, EXISTS, LIMIT, QUOTA)
+# ... and in the same style, those of the lifecycle
+MAX_QUOTA = "Mailbox quota above the domain's maximum."
+UPDATED = "Updated successfully."
+DELETED = "Deleted successfully."
+PURGED = "Deleted for good."
+RESTORED = "Restored successfully."
+ACTIVATED = "Activated successfully."
+DEACTIVATED = "Deactivated successfully."
+NOT_FOUND = "Not found."
+ALREADY_DELETED = "Already deleted."
+DELETED_FIRST = "Deleted; restore it first."
+NOT_DELETED = "Not deleted."
+DOMAIN_DELETED = "Its domain is deleted."
+EXPIRED = "Past the retention period."
+ALIAS_LIMIT = "Alias limit reached."
+SHADOWS = "A mailbox has this address."
+ITEM_STATUSES = (CREATED, EXISTS, LIMIT, QUOTA, MAX_QUOTA, UPDATED, DELETED, PURGED, RESTORED,
+                 ACTIVATED, DEACTIVATED, NOT_FOUND, ALREADY_DELETED, DELETED_FIRST,
+                 NOT_DELETED, DOMAIN_DELETED, EXPIRED, ALIAS_LIMIT, SHADOWS)
+# what a bulk action of the resource API does to each item
+ACTIONS = ("activate", "deactivate", "delete", "restore", "forget")
 
 
 def job_name(task_type: str) -> str:

@@ -16,7 +16,7 @@ from service.core.errors import BACKEND_DOWN
 from service.core.passwords import Hasher
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
-from service.web.api.schemas import BodySchema
+from service.web.api.schemas import Limits
 from service.web.middleware import error_middleware
 from service.web.ops.metrics import METRICS, WebMetrics, observe_middleware
 from service.web.policy import wrap
@@ -83,7 +83,7 @@ async def hasher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _schema(kind: type[Schema], settings: Settings) -> Schema:
-    if issubclass(kind, BodySchema):
+    if issubclass(kind, Limits):
         return kind(bulk_max=settings.bulk_max, sub_domains_max=settings.sub_domains_max)
     return kind()
 

@@ -15,8 +15,8 @@ from service.web.state import DB
 
 
 def presented_key(request: web.Request, key: Any) -> str:
-    """The request's key: a Bearer header, else `key` from the body or query string. 401
-    when it is missing or malformed."""
+    """The request's key: a Bearer header, else `key` from the body or query string (None
+    where only the header counts). 401 when it is missing or malformed."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         key = header[7:].strip()
@@ -25,25 +25,16 @@ def presented_key(request: web.Request, key: Any) -> str:
     return key
 
 
-def _cheap(lookup: Lookup, value: Any) -> Any:
-    """What the lookup reads, from the raw input; None when that takes validation."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return lookup.normalise(value)
-    except ValueError:
-        return None
-
-
 async def authenticate(request: web.Request, raw: Mapping[str, Any],
-                       lookup: Lookup | None) -> Call:
-    """The call of the request's key; 401 when the key is not a live one. With a lookup
-    whose value can be read from the raw input, the key and what it names are read in
-    one round trip."""
-    key_hash = accounts.digest(presented_key(request, raw.get("key")))
+                       lookup: Lookup | None, bearer: bool = False) -> Call:
+    """The call of the request's key (only its Bearer header when `bearer`); 401 when the
+    key is not a live one. With a lookup whose value can be read from the raw input (or
+    the path), the key and what it names are read in one round trip."""
+    key_hash = accounts.digest(presented_key(request, None if bearer else raw.get("key")))
     db = request.app[DB]
     found = None
-    target = None if lookup is None else _cheap(lookup, raw.get(lookup.field))
+    target = None if lookup is None else lookup.raw(
+        request.match_info if lookup.in_path else raw)
     if lookup is not None and target is not None:
         found = await lookup.fetch(db, key_hash, target)
         account_id = None if found is None else found["account_id"]

@@ -12,6 +12,14 @@ from service.core.queue import enqueue
 from service.core.store import Row, Store
 from service.web.state import ARQ, DB
 
+# the route a resource write's Location points at: GET /api/v1/tasks/{task_id}
+TASK_ROUTE = "task"
+
+
+def task_location(app: web.Application, task_id: int) -> str:
+    """Where a task can be polled in the resource API."""
+    return str(app.router[TASK_ROUTE].url_for(task_id=str(task_id)))
+
 
 @dataclass
 class Recording:
@@ -50,6 +58,12 @@ class Call:
             await enqueue(self.app[ARQ], task_id, task_type)
         else:
             self.recording.jobs.append((task_id, task_type))
+
+    def accepted(self, task_id: int, msg: str, **extra: Any) -> web.Response:
+        """A resource API write's answer: 202, the task to poll, and where to poll it."""
+        return web.json_response({"type": "success", "msg": msg, "task_id": task_id, **extra},
+                                 status=202,
+                                 headers={"Location": task_location(self.app, task_id)})
 
     async def submit(self, task_type: str, domain: str, payload: dict[str, Any],
                      total: int) -> int:

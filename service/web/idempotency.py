@@ -39,7 +39,7 @@ from aiohttp import web
 from service.core.errors import Conflict, Invalid
 from service.core.queue import enqueue
 from service.core.settings import IDEMPOTENCY_TTL_S
-from service.web.call import Call, Recording
+from service.web.call import Call, Recording, task_location
 from service.web.state import ARQ, DB, IDEMPOTENCY_SLOTS, LIMITER, RATE
 
 HEADER = "Idempotency-Key"
@@ -93,9 +93,12 @@ async def run(call: Call, body: Mapping[str, Any],
             if stored is not None:
                 if stored["fingerprint"] != digest:
                     raise IdempotencyKeyReused
+                headers = {REPLAYED: "true"}
+                if stored["status"] == 202 and stored["task_id"] is not None:
+                    # a resource API write: its Location, as the first answer had it
+                    headers["Location"] = task_location(app, stored["task_id"])
                 return web.Response(text=stored["body"], status=stored["status"],
-                                    content_type="application/json",
-                                    headers={REPLAYED: "true"})
+                                    content_type="application/json", headers=headers)
             recording = call.recording = Recording(store)
             # handlers raise for every error (the middleware renders it and this
             # transaction rolls back), so what returns here is a success

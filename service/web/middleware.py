@@ -33,9 +33,24 @@ HTTP_REASONS = {
 
 
 def face_of(request: web.Request) -> Face:
-    """The face of the request's route; the MailAPI's for what matched no route."""
-    route = request.app[ROUTES].get(request.match_info.route.name or "")
-    return route.policy.face if route is not None and route.policy is not None else MAILAPI
+    """The face of the request's route. What matched no route (a 404, a 405) gets the face
+    of the routes under the same first segment of the API (`/api/v1/mailboxes/...`), and
+    the MailAPI's when there are none."""
+    routes = request.app[ROUTES]
+    route = routes.get(request.match_info.route.name or "")
+    if route is not None and route.policy is not None:
+        return route.policy.face
+    segment = _segment(request.path)
+    for other in routes.values():
+        if other.policy is not None and segment and _segment(other.path) == segment:
+            return other.policy.face
+    return MAILAPI
+
+
+def _segment(path: str) -> str | None:
+    """The first segment after the API's base path: `mailboxes` of /api/v1/mailboxes/x."""
+    parts = path.split("/")
+    return parts[3] if len(parts) > 3 and parts[1:3] == ["api", "v1"] else None
 
 
 @web.middleware

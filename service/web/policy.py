@@ -25,9 +25,9 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         return route.handler
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        raw: Mapping[str, Any] = (await json_body(request) if policy.body is not None
-                                  else request.query)
-        call = await authenticate(request, raw, policy.lookup)
+        raw: Mapping[str, Any] = (await json_body(request, policy.empty_body)
+                                  if policy.body is not None else request.query)
+        call = await authenticate(request, raw, policy.lookup, policy.bearer)
         if policy.idempotent and idempotency.HEADER in request.headers:
             return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
         return await _proceed(route, call, raw)
@@ -44,21 +44,21 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
     if policy.caller and data["caller_id"] != call.account_id:
         raise UnauthorizedCaller
     # a read counts against its limit whatever it finds; a write only once it is accepted
-    writes = policy.body is not None
-    if not writes:
+    if not policy.writes:
         await _count(call, policy.rate, reads=True)
     lookup = policy.lookup
     if lookup is not None:
-        wanted = data[lookup.field]
-        if call.looked_up != wanted:
+        # a path parameter is read as sent (None: it names nothing); a field as validated
+        wanted = call.looked_up if lookup.in_path else lookup.validated(data)
+        if wanted is not None and call.looked_up != wanted:
             # the raw value could not be read cheaply, yet it validated: read it now
             call.found = await lookup.fetch(request.app[DB], call.key_hash, wanted)
-        if call.found is None or call.found["id"] is None:
+        if wanted is None or call.found is None or call.found["id"] is None:
             raise lookup.missing
     if policy.check is not None:
         assert call.found is not None
         policy.check(data, call.found)
-    if writes:
+    if policy.writes:
         await _count(call, policy.rate, reads=False)
     return await route.handler(call)
 

@@ -32,19 +32,44 @@ class Face:
 # the hosted MailAPI's contract (api-v1.md): `{"status": "error", "reason": ...}`
 MAILAPI = Face("mailapi", lambda status, reason, extra: {"status": "error", "reason": reason,
                                                          **extra})
+# the resource API's (api-resources.md), mailcow's shape: `{"type": "error", "msg": ...}`
+RESOURCES = Face("resources", lambda status, reason, extra: {"type": "error", "msg": reason,
+                                                             **extra})
 
 
 @dataclass(frozen=True)
 class Lookup:
-    """What a request names (a task, a domain), read together with its key in one round
-    trip. `normalise` reads the raw value cheaply, before validation (None: it cannot);
-    `field` is where the validated value sits. A row whose `id` is NULL is not the
-    account's: `missing` is raised."""
+    """What a request names (a task, a domain, a mailbox), read together with its key in
+    one round trip. `field` names where the value is: a field of the body or query (the
+    validated value is read from the same name), or with `in_path` a parameter of the
+    path; a tuple of names hands `normalise` and `fetch` a tuple of values. `normalise`
+    reads the raw value cheaply, before validation (ValueError: it cannot). A row whose
+    `id` is NULL is not the account's: `missing` is raised, as it is for a path that
+    names nothing."""
 
-    field: str
+    field: str | tuple[str, ...]
     normalise: Callable[[Any], Any]
     fetch: Callable[[Store, str, Any], Awaitable[Row | None]]
     missing: type[ApiError]
+    in_path: bool = False
+
+    def raw(self, values: Mapping[str, Any]) -> Any:
+        """The value from the request as sent, normalised; None when it is missing, not
+        text, or not valid."""
+        names = self.field if isinstance(self.field, tuple) else (self.field,)
+        given = tuple(values.get(name) for name in names)
+        if not all(isinstance(value, str) for value in given):
+            return None
+        try:
+            return self.normalise(given if isinstance(self.field, tuple) else given[0])
+        except ValueError:
+            return None
+
+    def validated(self, data: Mapping[str, Any]) -> Any:
+        """The value from the validated data."""
+        if isinstance(self.field, tuple):
+            return tuple(data[name] for name in self.field)
+        return data[self.field]
 
 
 @dataclass(frozen=True)
@@ -52,8 +77,9 @@ class Policy:
     """What the wrapper does before the handler, in this order: read the JSON `body`,
     check the key (with the `lookup`), take the Idempotency-Key when `idempotent`,
     validate against the schema, check `caller_id` when `caller`, raise the lookup's
-    `missing`, run `check`. A read (no body) counts against its `rate` bucket before the
-    lookup's 404, whatever it finds; a write only after every check, once it is accepted."""
+    `missing`, run `check`. A read counts against its `rate` bucket before the lookup's
+    404, whatever it finds; a write (a route that records a `task`) only after every
+    check, once it is accepted."""
 
     face: Face
     body: type[Schema] | None = None
@@ -62,16 +88,25 @@ class Policy:
     idempotent: bool = False
     caller: bool = False
     lookup: Lookup | None = None
-    # validation that needs what the lookup found: (data, found) -> None or raise Invalid
+    # validation that needs what the lookup found: (data, found) -> None or raise
     check: Callable[[dict[str, Any], Row], None] | None = None
-    # the type of task a successful request records (for the metrics)
+    # the type of task a successful request records (the metrics count it); a route that
+    # records one is a write
     task: str | None = None
+    # the key only as `Authorization: Bearer` (the resource API), never a body or query field
+    bearer: bool = False
+    # an empty body counts as `{}` (a restore names all it needs in its path)
+    empty_body: bool = False
 
     @property
     def schema(self) -> type[Schema]:
         schema = self.body or self.query
         assert schema is not None, "a policy validates a body or a query"
         return schema
+
+    @property
+    def writes(self) -> bool:
+        return self.task is not None
 
 
 @dataclass(frozen=True)

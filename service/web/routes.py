@@ -14,8 +14,18 @@ from service.core.store import Row, Store
 from service.web.api import apidoc, domains, mailboxes, responses, tasks
 from service.web.api import schemas as s
 from service.web.api.apidoc import reason, response
+from service.web.call import TASK_ROUTE
 from service.web.ops import metrics, page, probes
-from service.web.route import MAILAPI, Doc, Lookup, Policy, Route
+from service.web.resources import alias_domains as r_alias_domains
+from service.web.resources import aliases as r_aliases
+from service.web.resources import domains as r_domains
+from service.web.resources import mailboxes as r_mailboxes
+from service.web.resources import responses as rr
+from service.web.resources import schemas as rs
+from service.web.resources import shapes
+from service.web.resources import tasks as r_tasks
+from service.web.resources.pages import deleted_once, lister, reader
+from service.web.route import MAILAPI, RESOURCES, Doc, Lookup, Policy, Route
 
 API = "/api/v1"
 
@@ -39,6 +49,262 @@ TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound)
 DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound)
 PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound)
 LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound)
+
+
+# the resource API's lookups: what its paths and bodies name, read with the key
+
+
+def _path_id(value: str) -> int:
+    """An id in a path (its route's pattern holds only digits)."""
+    number = int(value)
+    if not 0 < number <= s.PG_BIGINT_MAX:
+        raise ValueError("not an id")
+    return number
+
+
+async def _key_with_domain_entry(store: Store, key_hash: str, domain: str) -> Row | None:
+    return await store.resolve_key_with_domain_entry(key_hash=key_hash, domain=domain)
+
+
+async def _key_with_domain_usage(store: Store, key_hash: str, domain: str) -> Row | None:
+    return await store.resolve_key_with_domain_entry(key_hash=key_hash, domain=domain,
+                                                     usage=True)
+
+
+async def _key_with_mailbox(store: Store, key_hash: str, address: str) -> Row | None:
+    return await store.resolve_key_with_mailbox(key_hash=key_hash, address=address)
+
+
+async def _key_with_alias(store: Store, key_hash: str, alias_id: int) -> Row | None:
+    return await store.resolve_key_with_alias(key_hash=key_hash, alias_id=alias_id)
+
+
+async def _key_with_alias_domain(store: Store, key_hash: str, name: str) -> Row | None:
+    return await store.resolve_key_with_alias_domain(key_hash=key_hash, name=name)
+
+
+async def _key_with_new_mailbox(store: Store, key_hash: str,
+                                new: tuple[str, str]) -> Row | None:
+    domain, local_part = new
+    return await store.resolve_key_with_address(key_hash=key_hash, domain=domain,
+                                                address=f"{local_part}@{domain}")
+
+
+async def _key_with_new_alias(store: Store, key_hash: str, address: str) -> Row | None:
+    return await store.resolve_key_with_address(key_hash=key_hash,
+                                                domain=names.domain_of(address),
+                                                address=address)
+
+
+async def _key_with_alias_target(store: Store, key_hash: str,
+                                 new: tuple[str, str]) -> Row | None:
+    name, target = new
+    return await store.resolve_key_with_alias_target(key_hash=key_hash, name=name,
+                                                     target=target)
+
+
+def _domain_pair(values: tuple[str, str]) -> tuple[str, str]:
+    return names.domain(values[0]), names.domain(values[1])
+
+
+def _new_mailbox(values: tuple[str, str]) -> tuple[str, str]:
+    return names.domain(values[0]), names.local_part(values[1])
+
+
+TASK_AT = Lookup("task_id", _path_id, _key_with_task, errors.TaskNotFound, in_path=True)
+DOMAIN_AT = Lookup("domain", names.domain, _key_with_domain_entry, errors.DomainNotFound,
+                   in_path=True)
+DOMAIN_USAGE_AT = Lookup("domain", names.domain, _key_with_domain_usage, errors.DomainNotFound,
+                         in_path=True)
+MAILBOX_AT = Lookup("email", names.address, _key_with_mailbox, errors.MailboxNotFound,
+                    in_path=True)
+ALIAS_AT = Lookup("id", _path_id, _key_with_alias, errors.AliasNotFound, in_path=True)
+ALIAS_DOMAIN_AT = Lookup("alias_domain", names.domain, _key_with_alias_domain,
+                         errors.AliasDomainNotFound, in_path=True)
+NEW_MAILBOX = Lookup(("domain", "local_part"), _new_mailbox, _key_with_new_mailbox,
+                     errors.DomainNotFound)
+NEW_ALIAS = Lookup("address", names.alias_address, _key_with_new_alias, errors.DomainNotFound)
+NEW_ALIAS_DOMAIN = Lookup(("alias_domain", "target_domain"), _domain_pair,
+                          _key_with_alias_target, errors.DomainNotFound)
+
+
+def _read(path: str, name: str, handler: Any, query: type, tag: str, summary: str,
+          description: str, ok: Any, lookup: Lookup | None = None) -> Route:
+    """A read of the resource API: 200 with a resource or a page."""
+    return Route("GET", f"{API}/{path}", name, handler,
+                 Policy(RESOURCES, query=query, rate="get", lookup=lookup, bearer=True),
+                 Doc(tag, summary, description, ok, "The resource." if lookup else "A page."))
+
+
+def _write(method: str, path: str, name: str, handler: Any, task: str, tag: str,
+           summary: str, description: str, *, body: type | None = None,
+           query: type | None = None, lookup: Lookup | None = None, check: Any = None,
+           rate: str = "write", conflicts: str = "", accepted: Any = rr.Accepted,
+           empty_body: bool = False) -> Route:
+    """A write of the resource API: checked at once, then 202 and its task's Location.
+    `conflicts` says what else than an Idempotency-Key in flight answers 409."""
+    errors_ = {}
+    if conflicts:
+        errors_["409"] = response(f"{conflicts[0].upper()}{conflicts[1:]}; or a request with "
+                                  "this Idempotency-Key is still being handled (with "
+                                  "`Retry-After`).", rr.ResourceError)
+    return Route(method, f"{API}/{path}", name, handler,
+                 Policy(RESOURCES, body=body, query=query, rate=rate, idempotent=True,
+                        lookup=lookup, check=check, task=task, bearer=True,
+                        empty_body=empty_body),
+                 Doc(tag, summary, description, accepted,
+                     "Accepted: the task is recorded; poll it at `Location`.", errors_))
+
+
+ALREADY_DELETED = "it is deleted already (`?purge=true` deletes it for good)"
+NOT_DELETED = f"it is not deleted: {reason(errors.NotDeleted)}"
+
+# the resource API (api-resources.md): its routes, in the contract's order
+RESOURCE_ROUTES: list[Route] = [
+    _read("tasks", "tasks", lister("page_tasks", shapes.task), rs.TasksQuery, "tasks", "List tasks",
+          "Every task of the account, of either face; newest first unless `sort=created_at`. "
+          "Filters: `filter[status]`, `filter[type]`. A page shows no generated passwords: "
+          "GET /tasks/{{task_id}} does, for a while after completion.", rr.TaskPage),
+    _read(r"tasks/{task_id:\d{1,18}}", TASK_ROUTE, r_tasks.get_task, rs.NoQuery, "tasks",
+          "Read a task", "Any task of the account, whichever face recorded it; `results` "
+          "per item, a generated password in its item for a while after completion.",
+          rr.Task, TASK_AT),
+
+    _read("domains", "domains", lister("page_domains", shapes.domain), rs.DomainsQuery, "domains",
+          "List domains", "Sort: `domain`, `created_at`; filters: `filter[search]`, "
+          "`filter[active]`, `filter[deleted]` (`with`, `only`).", rr.DomainPage),
+    _write("POST", "domains", "domain_create", r_domains.create_domain, "domain", "domains",
+           "Create a domain", "Seed 003's fields; `maxquota` defaults to `quota`. The domain "
+           "is listed as `pending` until its task has provisioned it.",
+           body=rs.NewDomain, rate="create_domain",
+           conflicts=f"the name is hosted already (by anyone): {reason(errors.DomainExists)}"),
+    _write("POST", "domains/bulk-delete", "domain_bulk_delete", r_domains.bulk_delete,
+           "domain_bulk_delete", "domains", "Delete domains",
+           "Up to 100 domains, soft, each with its sub-domains, mailboxes and aliases: one "
+           "task with a result per domain (`Not found.` for one that is not the account's).",
+           body=rs.DomainBulkDelete),
+    _read("domains/{domain}", "domain", reader(shapes.domain), rs.NoQuery, "domains",
+          "Read a domain", "Deleted ones too (`status`: `deleted`), until they are purged.",
+          rr.Domain, DOMAIN_AT),
+    _write("PUT", "domains/{domain}", "domain_update", r_domains.update_domain,
+           "domain_update", "domains", "Change a domain",
+           "Any writable field but `domain`. No limit may drop below what is in use, and "
+           "`defquota` <= `maxquota` <= `quota` must hold: 422 otherwise.",
+           body=rs.DomainChange, lookup=DOMAIN_USAGE_AT, check=r_domains.check_change,
+           conflicts=f"the domain is deleted: {reason(errors.DomainDeleted)}"),
+    _write("DELETE", "domains/{domain}", "domain_delete", r_domains.delete_domain,
+           "domain_delete", "domains", "Delete a domain",
+           "Soft: with its sub-domains, mailboxes and aliases, at once invisible to the mail "
+           "stack and the MailAPI; `restore` brings all back within the retention. "
+           "`?purge=true` deletes it all for good, at once.",
+           query=rs.Purge, lookup=DOMAIN_AT, check=deleted_once(errors.DomainDeleted, "domain"),
+           conflicts=ALREADY_DELETED),
+    _write("POST", "domains/{domain}/restore", "domain_restore", r_domains.restore_domain,
+           "domain_restore", "domains", "Restore a domain",
+           "Undo a soft delete within the retention, with what was deleted with it.",
+           body=rs.Empty, empty_body=True, lookup=DOMAIN_AT, check=r_domains.check_restore,
+           conflicts=f"{NOT_DELETED}; or its parent is deleted: "
+                     f"{reason(errors.ParentDomainDeleted)}"),
+
+    _read("mailboxes", "mailboxes", lister("page_mailboxes", shapes.mailbox), rs.MailboxesQuery,
+          "mailboxes", "List mailboxes", "Sort: `email`, `created_at`; filters: "
+          "`filter[domain]`, `filter[search]` (address or name), `filter[active]`, "
+          "`filter[deleted]`.", rr.MailboxPage),
+    _write("POST", "mailboxes", "mailbox_create", r_mailboxes.create_mailbox, "mailbox_single",
+           "mailboxes", "Create a mailbox",
+           "A `mailbox_single` task, as create/mailbox/single records it. Without `password` "
+           "or `password_hash` a password is generated, shown in the task's result for a "
+           "while after completion. 422 when it would break the domain's limits.",
+           body=rs.NewMailbox, lookup=NEW_MAILBOX, check=r_mailboxes.check_create,
+           rate="create_mailbox_single",
+           conflicts=f"the address is taken: {reason(errors.MailboxExists)} (a deleted "
+                     f"mailbox keeps it until purged), {reason(errors.AddressIsAlias)}, or "
+                     f"the domain is deleted"),
+    _write("POST", "mailboxes/bulk", "mailbox_bulk_action", r_mailboxes.bulk,
+           "mailbox_bulk_action", "mailboxes", "Act on many mailboxes",
+           "`activate`, `deactivate`, `delete`, `restore` or `forget` (delete for good) up to "
+           "{bulk_max} addresses: one task, a result per address.", body=rs.MailboxBulk),
+    _read("mailboxes/{email}", "mailbox", reader(shapes.mailbox), rs.NoQuery, "mailboxes",
+          "Read a mailbox", "Deleted ones too, until they are purged. Never a password.",
+          rr.Mailbox, MAILBOX_AT),
+    _write("PUT", "mailboxes/{email}", "mailbox_update", r_mailboxes.update_mailbox,
+           "mailbox_update", "mailboxes", "Change a mailbox",
+           "`name`, `password` (hashed as creates do) or `password_hash` (kept as given), "
+           "`quota` (within the domain's `maxquota` and what its `quota` has left), `active`, "
+           "the flags.", body=rs.MailboxChange, lookup=MAILBOX_AT,
+           check=r_mailboxes.check_change,
+           conflicts=f"the mailbox or its domain is deleted: {reason(errors.MailboxDeleted)}"),
+    _write("DELETE", "mailboxes/{email}", "mailbox_delete", r_mailboxes.delete_mailbox,
+           "mailbox_delete", "mailboxes", "Delete a mailbox",
+           "Soft: the mail stack stops seeing it at once; the address stays taken until it "
+           "is purged. `?purge=true` deletes it for good, at once.", query=rs.Purge,
+           lookup=MAILBOX_AT, check=deleted_once(errors.MailboxDeleted, "mailbox"),
+           conflicts=ALREADY_DELETED),
+    _write("POST", "mailboxes/{email}/restore", "mailbox_restore",
+           r_mailboxes.restore_mailbox, "mailbox_restore", "mailboxes", "Restore a mailbox",
+           "Undo a soft delete within the retention; 422 when it no longer fits the "
+           "domain's limits.", body=rs.Empty, empty_body=True, lookup=MAILBOX_AT,
+           check=r_mailboxes.check_restore,
+           conflicts=f"{NOT_DELETED}; or its domain is deleted"),
+
+    _read("aliases", "aliases", lister("page_aliases", shapes.alias), rs.AliasesQuery, "aliases",
+          "List aliases", "Sort: `address`, `created_at`; filters: `filter[domain]`, "
+          "`filter[search]`, `filter[active]`, `filter[deleted]`.", rr.AliasPage),
+    _write("POST", "aliases", "alias_create", r_aliases.create_alias, "alias", "aliases",
+           "Create an alias", "`address` on one of the account's domains (`@example.com`: "
+           "its catch-all), `goto` 1 to 50 addresses here or elsewhere. It counts against "
+           "the domain's `aliases`. The answer names its `id`.",
+           body=rs.NewAlias, lookup=NEW_ALIAS, check=r_aliases.check_create,
+           accepted=rr.AliasAccepted,
+           conflicts=f"{reason(errors.AliasExists)}, {reason(errors.AliasShadowsMailbox)}, "
+                     "or the domain is deleted"),
+    _write("POST", "aliases/bulk", "alias_bulk_action", r_aliases.bulk, "alias_bulk_action",
+           "aliases", "Act on many aliases",
+           "`activate`, `deactivate`, `delete`, `restore` or `forget` up to 25 ids "
+           "(addy.io's limit): one task, a result per id.", body=rs.AliasBulk),
+    _read(r"aliases/{id:\d{1,18}}", "alias", reader(shapes.alias), rs.NoQuery, "aliases",
+          "Read an alias", "Deleted ones too, until they are purged.", rr.Alias, ALIAS_AT),
+    _write("PUT", r"aliases/{id:\d{1,18}}", "alias_update", r_aliases.update_alias,
+           "alias_update", "aliases", "Change an alias", "`goto`, `active`.",
+           body=rs.AliasChange, lookup=ALIAS_AT, check=r_aliases.check_change,
+           conflicts=f"the alias is deleted: {reason(errors.AliasDeleted)}"),
+    _write("DELETE", r"aliases/{id:\d{1,18}}", "alias_delete", r_aliases.delete_alias,
+           "alias_delete", "aliases", "Delete an alias",
+           "Soft; `restore` undoes it. `?purge=true` deletes it for good, at once.",
+           query=rs.Purge, lookup=ALIAS_AT, check=deleted_once(errors.AliasDeleted, "alias"),
+           conflicts=ALREADY_DELETED),
+    _write("POST", r"aliases/{id:\d{1,18}}/restore", "alias_restore",
+           r_aliases.restore_alias, "alias_restore", "aliases", "Restore an alias",
+           "Undo a soft delete within the retention; 422 when the domain's `aliases` are "
+           "all in use.", body=rs.Empty, empty_body=True, lookup=ALIAS_AT,
+           check=r_aliases.check_restore, conflicts=f"{NOT_DELETED}; or its domain is deleted"),
+    _write("DELETE", r"aliases/{id:\d{1,18}}/forget", "alias_forget", r_aliases.forget_alias,
+           "alias_forget", "aliases", "Forget an alias",
+           "Delete it for good, at once, deleted or not.", query=rs.NoQuery, lookup=ALIAS_AT),
+
+    _read("alias-domains", "alias_domains", lister("page_alias_domains", shapes.alias_domain),
+          rs.AliasDomainsQuery, "alias domains", "List alias domains",
+          "Sort: `alias_domain`, `created_at`; filters: `filter[domain]` (the target), "
+          "`filter[search]`, `filter[active]`.", rr.AliasDomainPage),
+    _write("POST", "alias-domains", "alias_domain_create",
+           r_alias_domains.create_alias_domain, "alias_domain", "alias domains",
+           "Create an alias domain", "Mail to x@`alias_domain` goes to x@`target_domain`, "
+           "one of the account's domains.", body=rs.NewAliasDomain, lookup=NEW_ALIAS_DOMAIN,
+           check=r_alias_domains.check_create,
+           conflicts=f"the name is hosted already: {reason(errors.AliasDomainExists)}; or "
+                     "the target is deleted"),
+    _read("alias-domains/{alias_domain}", "alias_domain", reader(shapes.alias_domain),
+          rs.NoQuery, "alias domains", "Read an alias domain", "One alias domain.",
+          rr.AliasDomain, ALIAS_DOMAIN_AT),
+    _write("PUT", "alias-domains/{alias_domain}", "alias_domain_update",
+           r_alias_domains.update_alias_domain, "alias_domain_update", "alias domains",
+           "Change an alias domain", "`active`.", body=rs.AliasDomainChange,
+           lookup=ALIAS_DOMAIN_AT),
+    _write("DELETE", "alias-domains/{alias_domain}", "alias_domain_delete",
+           r_alias_domains.delete_alias_domain, "alias_domain_delete", "alias domains",
+           "Delete an alias domain", "For good, at once.", query=rs.NoQuery,
+           lookup=ALIAS_DOMAIN_AT),
+]
 
 
 def _poll(name: str, path: str, handler: Any, summary: str, description: str,
@@ -123,6 +389,8 @@ ROUTES: list[Route] = [
           "Any task type, in the shape of get/mailbox/*, plus `type`.",
           [responses.TypedTaskInProgress, responses.TypedTaskCompleted],
           responses.TypedFailedTask),
+
+    *RESOURCE_ROUTES,
 
     # the live reference: no key, no rate limit
     Route("GET", f"{API}/openapi.json", "openapi", apidoc.openapi,

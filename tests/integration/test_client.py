@@ -321,3 +321,132 @@ async def test_cli_errors_and_usage(cli_env, capsys, monkeypatch):
     monkeypatch.delenv("MAILPROV_KEY")
     assert await mailprov("task", "1") == 2
     assert "no API key" in capsys.readouterr().err
+
+
+async def test_the_client_drives_the_whole_lifecycle(base_url, key, run_worker, db):
+    async with MailprovClient(base_url, key) as api, working(run_worker):
+        await api.wait(await api.create_domain("example.com"))
+        await api.wait(await api.create_mailbox("john@example.com", display_name="John"))
+        await api.wait(await api.change_password("john@example.com", "a-long-new-secret"))
+        stored = await db.pool.fetchval("SELECT password_hash FROM mailboxes")
+        assert stored.startswith("{ARGON2ID}")
+        done = await api.wait(await api.update_mailbox("john@example.com", quota=512,
+                                                       active=False))
+        assert done["type"] == "mailbox_update"
+        mailbox = await api.get_mailbox("john@example.com")
+        assert mailbox["quota"] == 512 and mailbox["status"] == "inactive"
+
+        task_id, alias_id = await api.create_alias("sales@example.com", ["john@example.com"])
+        await api.wait(task_id)
+        assert (await api.get_alias(alias_id))["goto"] == ["john@example.com"]
+        await api.wait(await api.update_alias(alias_id, goto=["a@elsewhere.org"]))
+        page = await api.list_aliases(domain="example.com")
+        assert [a["goto"] for a in page["data"]] == [["a@elsewhere.org"]]
+        await api.wait(await api.alias_action("deactivate", [alias_id]))
+        await api.wait(await api.delete_alias(alias_id))
+        await api.wait(await api.restore_alias(alias_id))
+        await api.wait(await api.forget_alias(alias_id))
+        with pytest.raises(ApiError) as missing:
+            await api.get_alias(alias_id)
+        assert missing.value.status == 404
+        assert missing.value.reason == "Alias not found for this account."
+
+        await api.wait(await api.create_alias_domain("example.net", "example.com"))
+        await api.wait(await api.update_alias_domain("example.net", active=False))
+        assert not (await api.get_alias_domain("example.net"))["active"]
+        assert (await api.list_alias_domains())["meta"]["total"] == 1
+        await api.wait(await api.delete_alias_domain("example.net"))
+
+        await api.wait(await api.delete_mailbox("john@example.com"))
+        deleted = await api.list_mailboxes(deleted="only")
+        assert [m["email"] for m in deleted["data"]] == ["john@example.com"]
+        await api.wait(await api.restore_mailbox("john@example.com"))
+        await api.wait(await api.mailbox_action("delete", ["john@example.com"]))
+        await api.wait(await api.delete_mailbox("john@example.com", purge=True))
+        assert (await api.list_mailboxes(deleted="with"))["data"] == []
+
+        await api.wait(await api.update_domain("example.com", description="main",
+                                               mailboxes=10))
+        assert (await api.get_domain("example.com"))["mailboxes"] == 10
+        await api.wait(await api.delete_domain("example.com"))
+        # a bulk task completes, with a result per domain
+        bulk = await api.wait(await api.delete_domains(["example.com"]))
+        assert bulk["results"] == {"example.com": {"status": "Already deleted."}}
+        # the single route refuses it at once
+        with pytest.raises(ApiError) as twice:
+            await api.delete_domain("example.com")
+        assert twice.value.status == 409 and "?purge=true" in twice.value.reason
+        await api.wait(await api.restore_domain("example.com"))
+        assert (await api.list_domains(search="example"))["data"][0]["status"] == "active"
+        await api.wait(await api.delete_domain("example.com", purge=True))
+        assert (await api.list_domains())["meta"]["total"] == 0
+        with pytest.raises(ApiError) as refused:
+            await api.update_mailbox("john@example.com", quota=1)
+        assert refused.value.status == 404
+        with pytest.raises(ValueError, match="password"):
+            await api.change_password("john@example.com")
+
+
+async def test_cli_lifecycle_commands(cli_env, run_worker, capsys, monkeypatch, db):
+    async with working(run_worker):
+        assert await mailprov("create", "domain", "example.com", "--wait") == 0
+        assert await mailprov("create", "mailbox", "john@example.com", "--wait") == 0
+        capsys.readouterr()
+
+        monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+        assert await mailprov("mailbox", "passwd", "john@example.com", "--wait") == 0
+        out = capsys.readouterr().out
+        assert out.startswith("task ") and "Updated successfully.: 1" in out
+        assert "correct horse" not in out
+        stored = await db.pool.fetchval("SELECT password_hash FROM mailboxes")
+        from service.core import passwords
+        assert passwords.verify(stored, "correct horse battery")
+
+        assert await mailprov("--json", "alias", "create", "sales@example.com", "--to",
+                              "a@example.com", "--to", "b@elsewhere.org", "--wait") == 0
+        made = json.loads(capsys.readouterr().out)
+        assert made["status"] == "completed" and isinstance(made["alias_id"], int)
+        assert await mailprov("--json", "alias", "show", str(made["alias_id"])) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["goto"] == ["a@example.com", "b@elsewhere.org"]
+        assert await mailprov("alias", "list") == 0
+        assert capsys.readouterr().out == "sales@example.com  active\npage 1 of 1 (1 in all)\n"
+
+        assert await mailprov("mailbox", "update", "john@example.com", "--quota", "512",
+                              "--no-active", "--force-pw-update", "--wait") == 0
+        capsys.readouterr()
+        assert await mailprov("mailbox", "show", "john@example.com") == 0
+        text = capsys.readouterr().out
+        assert "quota: 512\n" in text and "status: inactive\n" in text
+        assert "force_pw_update: true\n" in text
+
+        assert await mailprov("mailbox", "delete", "john@example.com", "--wait") == 0
+        assert await mailprov("mailbox", "list", "--deleted", "only") == 0
+        assert "john@example.com  deleted" in capsys.readouterr().out
+        assert await mailprov("mailbox", "restore", "john@example.com", "--wait") == 0
+        assert await mailprov("--json", "mailbox", "bulk", "delete", "john@example.com",
+                              "nobody@example.com", "--wait") == 0
+        out = capsys.readouterr().out.strip().splitlines()[-1]
+        assert json.loads(out)["summary"] == {"Deleted successfully.": 1, "Not found.": 1}
+
+        assert await mailprov("alias-domain", "create", "example.net", "--target",
+                              "example.com", "--wait") == 0
+        assert await mailprov("alias-domain", "update", "example.net", "--no-active",
+                              "--wait") == 0
+        assert await mailprov("alias-domain", "delete", "example.net", "--wait") == 0
+        assert await mailprov("alias", "delete", str(made["alias_id"]), "--purge",
+                              "--wait") == 0
+        assert await mailprov("domain", "update", "example.com", "--mailboxes", "5",
+                              "--wait") == 0
+        assert await mailprov("domain", "delete", "example.com", "--wait") == 0
+        capsys.readouterr()
+        # a refusal: exit code 1, the API's sentence on stderr
+        assert await mailprov("domain", "update", "example.com", "--quota", "10") == 1
+        assert capsys.readouterr().err.strip() == (
+            "mailprov: HTTP 409: The domain is deleted; restore it first.")
+        assert await mailprov("domain", "restore", "example.com", "--wait") == 0
+        assert await mailprov("--json", "domain", "show", "example.com") == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mailboxes"] == 5
+        assert await mailprov("domain", "bulk-delete", "example.com", "--wait") == 0
+        assert await mailprov("domain", "list", "--deleted", "only") == 0
+        assert "example.com  deleted" in capsys.readouterr().out

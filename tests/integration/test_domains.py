@@ -28,7 +28,7 @@ async def test_create_domain_lists_pending_then_active(make, client):
     assert data["status"] == "success"
     entry = data["results"]["example.com"]
     assert entry["status"] == "active"
-    assert entry["domain_quota"] == "10GB"
+    assert entry["domain_quota"] == "100GB"  # 100 default mailboxes of 1024 MB fit
     assert entry["mailbox_count"] == "0"
     assert len(entry["created_at"]) == 10 and entry["created_at"][2] == "-"
     status, task = await make.task(key, body["task_id"])

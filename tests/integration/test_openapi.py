@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from service.core.accounts import digest
 from service.core.tasks import passwords_key
 from service.web.app import create_app
 from tests.conftest import url
@@ -45,9 +46,12 @@ class Checker:
         self.doc = await r.json()
         return self
 
-    async def call(self, method: str, route: str, status: int, **kwargs: Any) -> Any:
-        path = url(self.client, route)
-        r = await self.client.request(method, path, **kwargs)
+    async def call(self, method: str, route: str, status: int, parts: dict[str, Any] | None = None,
+                   **kwargs: Any) -> Any:
+        # the document's path: /api/v1/mailboxes/{email}
+        path = self.client.app.router[route].canonical  # type: ignore[union-attr]
+        r = await self.client.request(method, url(self.client, route, **(parts or {})),
+                                      **kwargs)
         body = await r.json() if r.content_type == "application/json" else await r.text()
         assert r.status == status, (method, route, body)
         problems = response_errors(self.doc, path, method, status, body, r.headers,
@@ -170,12 +174,167 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         await limited.call("GET", "openapi", 200)
         await limited.call("GET", "docs", 200)
 
-    documented = {(path, method, status)
-                  for path, operations in api.doc["paths"].items()
-                  for method, operation in operations.items()
-                  for status in operation["responses"]
-                  if status not in ("500", "503")}  # no test takes Postgres or Redis down
-    assert documented - seen == set()
+    assert documented(api.doc, resources=False) - seen == set()
+
+
+def documented(doc: dict[str, Any], resources: bool) -> set[tuple[str, str, str]]:
+    """Every (path, method, status) the document promises, of one face or the other: the
+    resource API's are its Bearer-only operations."""
+    return {(path, method, status)
+            for path, operations in doc["paths"].items()
+            for method, operation in operations.items()
+            if (operation["security"] == [{"bearer": []}]) == resources
+            for status in operation["responses"]
+            if status not in ("500", "503")}  # no test takes Postgres or Redis down
+
+
+class Rest(Checker):
+    """A Checker of the resource API: the key as a Bearer header."""
+
+    def __init__(self, client: TestClient, seen: set[tuple[str, str, str]], key: str) -> None:
+        super().__init__(client, seen)
+        self.key = key
+
+    async def rest(self, method: str, route: str, status: int, body: Any = None,
+                   key: str | None = None, params: dict[str, str] | None = None,
+                   headers: dict[str, str] | None = None, **parts: Any) -> Any:
+        return await self.call(method, route, status, parts, json=body, params=params,
+                               headers={"Authorization": f"Bearer {key or self.key}",
+                                        **(headers or {})})
+
+
+# every write of the resource API: (method, route, path parts, a valid body or None), in
+# an order in which each is still possible after the ones before it
+def _writes(alias_id: int, deleted_alias_id: int) -> list[tuple[str, str, dict[str, Any], Any]]:
+    return [
+        ("POST", "domain_create", {}, {"domain": "new.example"}),
+        ("PUT", "domain_update", {"domain": "example.com"}, {"description": "x"}),
+        ("POST", "domain_restore", {"domain": "gone.example"}, {}),
+        ("POST", "mailbox_create", {}, {"domain": "example.com", "local_part": "new"}),
+        ("PUT", "mailbox_update", {"email": "john@example.com"}, {"quota": 10}),
+        ("POST", "mailbox_restore", {"email": "gone@example.com"}, {}),
+        ("POST", "mailbox_bulk_action", {}, {"action": "delete", "emails": ["j@example.com"]}),
+        ("DELETE", "mailbox_delete", {"email": "john@example.com"}, None),
+        ("POST", "alias_create", {}, {"address": "fresh@example.com", "goto": ["a@b.org"]}),
+        ("PUT", "alias_update", {"id": alias_id}, {"active": False}),
+        ("POST", "alias_restore", {"id": deleted_alias_id}, {}),
+        ("POST", "alias_bulk_action", {}, {"action": "deactivate", "ids": [alias_id]}),
+        ("DELETE", "alias_delete", {"id": alias_id}, None),
+        ("DELETE", "alias_forget", {"id": alias_id}, None),
+        ("POST", "alias_domain_create", {}, {"alias_domain": "new-alias.example",
+                                             "target_domain": "example.com"}),
+        ("PUT", "alias_domain_update", {"alias_domain": "example.net"}, {"active": False}),
+        ("DELETE", "alias_domain_delete", {"alias_domain": "example.net"}, None),
+        ("POST", "domain_bulk_delete", {}, {"domains": ["new.example"]}),
+        ("DELETE", "domain_delete", {"domain": "example.com"}, None),
+    ]
+
+
+READS = [("tasks", {}), ("task", "task"), ("domains", {}), ("domain", {"domain": "example.com"}),
+         ("mailboxes", {}), ("mailbox", {"email": "john@example.com"}), ("aliases", {}),
+         ("alias", "alias"), ("alias_domains", {}), ("alias_domain",
+                                                     {"alias_domain": "example.net"})]
+
+
+async def test_every_documented_response_of_the_resource_api_is_a_real_one(
+        make, client, settings, run_worker, db):
+    seen: set[tuple[str, str, str]] = set()
+    _, key = await make.account("a")
+    _, other = await make.account("b")
+    api = await Rest(client, seen, key).load()
+
+    # what the routes act on: a domain with a mailbox, an alias and an alias domain, and
+    # a deleted domain and mailbox to restore
+    for name in ("example.com", "gone.example"):
+        await api.rest("POST", "domain_create", 202, {"domain": name})
+    await run_worker()
+    for local in ("john", "gone"):
+        await api.rest("POST", "mailbox_create", 202, {"domain": "example.com",
+                                                       "local_part": local})
+    alias = await api.rest("POST", "alias_create", 202,
+                           {"address": "sales@example.com", "goto": ["john@example.com"]})
+    alias_id = alias["id"]
+    old = await api.rest("POST", "alias_create", 202,
+                         {"address": "old@example.com", "goto": ["john@example.com"]})
+    await api.rest("POST", "alias_domain_create", 202,
+                   {"alias_domain": "example.net", "target_domain": "example.com"})
+    await run_worker()
+    await api.rest("DELETE", "domain_delete", 202, domain="gone.example")
+    await api.rest("DELETE", "mailbox_delete", 202, email="gone@example.com")
+    await api.rest("DELETE", "alias_delete", 202, id=old["id"])
+    task = await api.rest("POST", "mailbox_bulk_action", 202,
+                          {"action": "activate", "emails": ["john@example.com"]})
+    await run_worker()
+    ids = {"task": {"task_id": task["task_id"]}, "alias": {"id": alias_id}}
+
+    # reads: 200, a page or the resource; 401; 404 for another account's; 422
+    for route, parts in READS:
+        parts = ids.get(parts, parts) if isinstance(parts, str) else parts
+        await api.rest("GET", route, 200, **parts)
+        await api.rest("GET", route, 401, key="A" * 32, **parts)
+        await api.rest("GET", route, 422, params={"nothing": "1"}, **parts)
+        if parts:
+            await api.rest("GET", route, 404, key=other, **parts)
+    listed = await api.rest("GET", "mailboxes", 200, params={"filter[deleted]": "with"})
+    assert {m["status"] for m in listed["data"]} == {"active", "deleted"}
+
+    # writes: 401, 404 (another account's), 422, 400, 409 while an Idempotency-Key is in
+    # flight; then their own conflicts, and 202 each
+    writes = _writes(alias_id, old["id"])
+    for method, route, parts, body in writes:
+        await api.rest(method, route, 401, body, key="A" * 32, **parts)
+        if parts or route in ("mailbox_create", "alias_create", "alias_domain_create"):
+            # another account's resource, or the domain a new one would be made in
+            await api.rest(method, route, 404, body, key=other, **parts)
+        bad = {"params": {"purge": "maybe"}} if body is None else {"body": {"nothing": 1}}
+        await api.rest(method, route, 422, **bad, **parts)
+        if body is not None:
+            await api.call(method, route, 400, parts, data=b"[1]",
+                           headers={"Authorization": f"Bearer {key}"})
+    async with db.transaction() as q:
+        assert await q.idempotency_lock(account_id=(await db.resolve_key(
+            key_hash=digest(key))), key="busy")
+        for method, route, parts, body in writes:
+            await api.rest(method, route, 409, body, headers={"Idempotency-Key": "busy"},
+                           **parts)
+    conflicts = [
+        ("POST", "domain_create", {}, {"domain": "example.com"}),
+        ("PUT", "domain_update", {"domain": "gone.example"}, {"description": "x"}),
+        ("DELETE", "domain_delete", {"domain": "gone.example"}, None),
+        ("POST", "domain_restore", {"domain": "example.com"}, {}),
+        ("POST", "mailbox_create", {}, {"domain": "example.com", "local_part": "john"}),
+        ("PUT", "mailbox_update", {"email": "gone@example.com"}, {"quota": 10}),
+        ("DELETE", "mailbox_delete", {"email": "gone@example.com"}, None),
+        ("POST", "mailbox_restore", {"email": "john@example.com"}, {}),
+        ("POST", "alias_create", {}, {"address": "sales@example.com", "goto": ["a@b.org"]}),
+        ("POST", "alias_restore", {"id": alias_id}, {}),
+        ("POST", "alias_domain_create", {}, {"alias_domain": "example.net",
+                                             "target_domain": "example.com"}),
+    ]
+    for method, route, parts, body in conflicts:
+        await api.rest(method, route, 409, body, **parts)
+    # a tight app: 413 past 1 KiB, and every limit used up (nothing is recorded)
+    tight = settings.replace(max_body_bytes=1024, rate_create_domain=0,
+                             rate_create_mailbox_single=0, rate_write=0, rate_get=0)
+    async with TestClient(TestServer(create_app(tight))) as tight_client:
+        limited = Rest(tight_client, seen, key)
+        limited.doc = api.doc
+        for method, route, parts, body in writes:
+            await limited.rest(method, route, 429, body, **parts)
+            if body is not None:
+                await limited.call(method, route, 413, parts, data=b" " * 1025,
+                                   headers={"Authorization": f"Bearer {key}"})
+        for route, parts in READS:
+            parts = ids.get(parts, parts) if isinstance(parts, str) else parts
+            await limited.rest("GET", route, 429, **parts)
+    # and each write once more, accepted
+    for method, route, parts, body in writes:
+        answer = await api.rest(method, route, 202, body, **parts)
+        assert set(answer) >= {"type", "msg", "task_id"}
+        await run_worker()
+    assert documented(api.doc, resources=True) - seen == set()
+
+
 
 
 class Assets(HTMLParser):

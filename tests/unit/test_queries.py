@@ -40,7 +40,7 @@ def test_every_query_has_one_typed_method_and_every_method_a_query():
 
 def test_each_method_runs_the_query_of_its_own_name():
     for name, source in _methods().items():
-        used = re.findall(r'self\._(?:rows|row|value|run)\(\s*"(\w+)"', source)
+        used = re.findall(r'self\._(?:rows|row|value|run|paged)\(\s*"(\w+)"', source)
         assert used == [name], f"Store.{name} runs {used}"
 
 

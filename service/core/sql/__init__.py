@@ -1,5 +1,6 @@
-"""The SQL mailprov runs, shipped as package data: `schema.sql` (all DDL, idempotent) and
-`queries.sql` (every statement, under `-- name: <name>` headers).
+"""The SQL mailprov runs, shipped as package data: `schema.sql` (all DDL, idempotent),
+`queries.sql` (every statement, under `-- name: <name>` headers) and `paging.sql` (the
+keyset paging that wraps a listing query, filled in by the store).
 
 Both are read with importlib.resources, so an installed wheel finds them as a checkout
 does. `schema.sql` here is a link to the one at the top of the repository, where readers
@@ -19,6 +20,13 @@ def read(name: str) -> str:
     return files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
+def without_comments(text: str) -> str:
+    """SQL without its whole-line `--` comments."""
+    return "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("--")
+    ).strip()
+
+
 def parse_queries(text: str) -> dict[str, str]:
     """Split a .sql file on `-- name: x` headers into {name: statement}."""
     queries: dict[str, str] = {}
@@ -29,9 +37,7 @@ def parse_queries(text: str) -> dict[str, str]:
             raise ValueError(f"bad query name {name!r}")
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice")
-        statement = "\n".join(
-            line for line in body.splitlines() if not line.lstrip().startswith("--")
-        ).strip()
+        statement = without_comments(body)
         if not statement:
             raise ValueError(f"query {name!r} is empty")
         queries[name] = statement
@@ -39,4 +45,5 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 QUERIES = parse_queries(read("queries.sql"))
+PAGING = without_comments(read("paging.sql"))
 SCHEMA = read("schema.sql")

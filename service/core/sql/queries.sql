@@ -35,34 +35,37 @@ WITH task AS (
     RETURNING id
 )
 INSERT INTO domains (account_id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb,
-                     description, task_id)
-SELECT $1, $2, $4, $5, $6, $7, task.id FROM task
+                     description, max_mailbox_quota_mb, max_aliases, backupmx, active, task_id)
+SELECT $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, task.id FROM task
 RETURNING task_id;
 
 -- name: list_domains
 SELECT d.name, d.status, d.quota_mb, d.created_at, p.name AS parent,
        d.mailbox_count
 FROM domains d LEFT JOIN domains p ON p.id = d.parent_id
-WHERE d.account_id = $1
+WHERE d.account_id = $1 AND d.deleted_at IS NULL
 ORDER BY d.name;
 
 -- name: list_mailboxes
 SELECT address, active, quota_mb, created_at FROM mailboxes
-WHERE domain_id = $1
+WHERE domain_id = $1 AND deleted_at IS NULL
 ORDER BY address;
 
 -- name: resolve_key_with_task
 -- Auth and a task poll in one round trip: the task's columns are NULL when the task is
 -- not this key's account's (or does not exist).
 SELECT k.account_id, t.id, t.type, t.status, t.domain, t.results, t.progress_done,
-       t.progress_total, t.error
+       t.progress_total, t.error, t.created_at, t.started_at, t.finished_at
 FROM api_keys k LEFT JOIN tasks t ON t.id = $2 AND t.account_id = k.account_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 
 -- name: resolve_key_with_domain
--- Auth and the domain a request names, in one round trip (NULLs: not the account's).
-SELECT k.account_id, d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb
-FROM api_keys k LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
+-- Auth and the domain a MailAPI request names, in one round trip (NULLs: not the
+-- account's, or deleted: the MailAPI no longer sees a deleted domain).
+SELECT k.account_id, d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
+       d.max_mailbox_quota_mb
+FROM api_keys k
+LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id AND d.deleted_at IS NULL
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 
 -- name: start_task
@@ -79,22 +82,32 @@ RETURNING id, account_id, type, domain, payload, results, attempts;
 -- After waiting for the lock, Postgres returns the row as the previous holder left it,
 -- so the counters are current.
 SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
-       mailbox_count, quota_used_mb
+       mailbox_count, quota_used_mb, max_mailbox_quota_mb, max_aliases, alias_count, deleted_at
 FROM domains WHERE id = $1 FOR UPDATE;
 
 -- name: existing_addresses
 -- Run after lock_domain, as its own statement: it must see what the previous lock
--- holder committed.
-SELECT coalesce(array_agg(address), '{}') FROM mailboxes WHERE address = ANY($1::text[]);
+-- holder committed. An address is taken by a mailbox (deleted ones too, until they are
+-- purged) or by an alias.
+SELECT coalesce(array_agg(address), '{}') FROM (
+    SELECT address FROM mailboxes WHERE address = ANY($1::text[])
+    UNION ALL
+    SELECT address FROM aliases WHERE address = ANY($1::text[])
+) AS taken;
 
 -- name: insert_mailboxes
 -- The rows and the domain's counters, in one statement.
 WITH added AS (
-    INSERT INTO mailboxes (domain_id, local_part, address, password_hash, display_name,
-                           quota_mb, task_id)
-    SELECT $1, local_part, address, password_hash, display_name, quota_mb, $2
-    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
-         AS t (local_part, address, password_hash, display_name, quota_mb)
+    INSERT INTO mailboxes (domain_id, account_id, local_part, address, password_hash,
+                           display_name, quota_mb, active, force_pw_update, tls_enforce_in,
+                           tls_enforce_out, task_id)
+    SELECT $1, (SELECT account_id FROM domains WHERE id = $1), local_part, address,
+           password_hash, display_name, quota_mb, active, force_pw_update, tls_enforce_in,
+           tls_enforce_out, $2
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
+                $9::boolean[], $10::boolean[], $11::boolean[])
+         AS t (local_part, address, password_hash, display_name, quota_mb, active,
+               force_pw_update, tls_enforce_in, tls_enforce_out)
     ON CONFLICT (address) DO NOTHING
     RETURNING address, quota_mb
 ), counted AS (
@@ -106,13 +119,15 @@ WITH added AS (
 SELECT address FROM added;
 
 -- name: insert_sub_domains
--- Children inherit the parent's limits; a name held by anyone already is skipped.
+-- Children inherit the parent's limits; a name held by anyone already, as a domain or an
+-- alias domain, is skipped.
 INSERT INTO domains (account_id, name, parent_id, status, quota_mb, max_mailboxes,
-                     default_mailbox_quota_mb, task_id)
+                     default_mailbox_quota_mb, max_mailbox_quota_mb, max_aliases, backupmx,
+                     task_id)
 SELECT p.account_id, n.name, p.id, 'active', p.quota_mb, p.max_mailboxes,
-       p.default_mailbox_quota_mb, $3
+       p.default_mailbox_quota_mb, p.max_mailbox_quota_mb, p.max_aliases, p.backupmx, $3
 FROM domains p, unnest($2::text[]) AS n (name)
-WHERE p.id = $1
+WHERE p.id = $1 AND NOT EXISTS (SELECT 1 FROM alias_domains a WHERE a.name = n.name)
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
@@ -237,7 +252,7 @@ RETURNING id, type;
 SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint::text || ':' || $2::text, 0));
 
 -- name: get_idempotency_key
-SELECT fingerprint, status, body FROM idempotency_keys
+SELECT fingerprint, status, body, task_id FROM idempotency_keys
 WHERE account_id = $1 AND key = $2 AND created_at > now() - make_interval(secs => $3);
 
 -- name: save_idempotency_key
@@ -261,3 +276,415 @@ WHERE (account_id, key) IN (
 -- name: add_task_types
 -- `mailprov migrate`, after schema.sql: the task types of this release (service/core/tasks.py).
 INSERT INTO task_types (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
+
+-- The resource API (docs: api-resources.md). What a request names is read with its key in
+-- one round trip, as the MailAPI's lookups are; NULLs: not the account's.
+
+-- name: resolve_key_with_domain_entry
+-- One of the account's domains, deleted or not. With $3, also the largest quota of its
+-- mailboxes, which only a change of its limits needs.
+SELECT k.account_id, d.id, d.name, d.status, d.active, d.max_aliases, d.max_mailboxes,
+       d.default_mailbox_quota_mb, d.max_mailbox_quota_mb, d.quota_mb, d.backupmx,
+       d.description, d.mailbox_count, d.alias_count, d.quota_used_mb, d.created_at,
+       d.updated_at, d.deleted_at, p.name AS parent, p.deleted_at AS parent_deleted_at,
+       CASE WHEN $3 THEN (SELECT max(m.quota_mb) FROM mailboxes m
+                          WHERE m.domain_id = d.id AND m.deleted_at IS NULL)
+       END AS largest_quota_mb
+FROM api_keys k
+LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
+LEFT JOIN domains p ON p.id = d.parent_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_mailbox
+-- One of the account's mailboxes, deleted or not, with what its changes are checked
+-- against: its domain's state, limits and counters.
+SELECT k.account_id, m.id, m.address, m.local_part, d.name AS domain, m.display_name,
+       m.quota_mb, m.active, m.force_pw_update, m.tls_enforce_in, m.tls_enforce_out,
+       m.created_at, m.updated_at, m.deleted_at, m.domain_id,
+       d.deleted_at AS domain_deleted_at, d.quota_mb AS domain_quota_mb,
+       d.max_mailbox_quota_mb, d.max_mailboxes, d.mailbox_count, d.quota_used_mb
+FROM api_keys k
+LEFT JOIN mailboxes m ON m.address = $2 AND m.account_id = k.account_id
+LEFT JOIN domains d ON d.id = m.domain_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_alias
+SELECT k.account_id, a.id, a.address, a.goto, a.active, d.name AS domain, a.created_at,
+       a.updated_at, a.deleted_at, a.domain_id, d.deleted_at AS domain_deleted_at,
+       d.max_aliases, d.alias_count
+FROM api_keys k
+LEFT JOIN aliases a ON a.id = $2 AND a.account_id = k.account_id
+LEFT JOIN domains d ON d.id = a.domain_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_address
+-- A new mailbox's or alias's domain $2 (the account's), its limits and counters, and what
+-- holds the address $3 already: 'mailbox' (deleted ones too, until purged), 'alias', or NULL.
+SELECT k.account_id, d.id, d.name, d.deleted_at, d.max_mailboxes, d.mailbox_count,
+       d.quota_mb, d.quota_used_mb, d.max_mailbox_quota_mb, d.default_mailbox_quota_mb,
+       d.max_aliases, d.alias_count,
+       CASE WHEN d.id IS NULL THEN NULL
+            WHEN EXISTS (SELECT 1 FROM mailboxes WHERE address = $3) THEN 'mailbox'
+            WHEN EXISTS (SELECT 1 FROM aliases WHERE address = $3) THEN 'alias' END AS taken
+FROM api_keys k
+LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_alias_domain
+SELECT k.account_id, a.id, a.name, a.active, t.name AS target, a.created_at, a.updated_at
+FROM api_keys k
+LEFT JOIN alias_domains a ON a.name = $2 AND a.account_id = k.account_id
+LEFT JOIN domains t ON t.id = a.target_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: resolve_key_with_alias_target
+-- A new alias domain $2's target $3 (the account's), and whether $2 is hosted already, as
+-- a domain or an alias domain of anyone (a name is hosted once per installation).
+SELECT k.account_id, d.id, d.name, d.deleted_at,
+       CASE WHEN d.id IS NOT NULL
+            THEN EXISTS (SELECT 1 FROM domains WHERE name = $2)
+                 OR EXISTS (SELECT 1 FROM alias_domains WHERE name = $2) END AS hosted
+FROM api_keys k
+LEFT JOIN domains d ON d.name = $3 AND d.account_id = k.account_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: create_alias_task
+-- The alias's id is drawn with its task, so the client hears both at once.
+WITH alias AS (SELECT nextval('aliases_id_seq') AS id)
+INSERT INTO tasks (account_id, type, domain, payload, progress_total)
+SELECT $1, 'alias', $2, $3::jsonb || jsonb_build_object('alias_id', alias.id), 1 FROM alias
+RETURNING id, (payload ->> 'alias_id')::bigint AS alias_id;
+
+-- Listings, each paged by service/core/sql/paging.sql: `t` is the listed table, and
+-- {where} its account (or domain) and the request's filters (store.py, LISTINGS).
+
+-- name: page_domains
+SELECT t.id, t.name, t.status, t.active, t.max_aliases, t.max_mailboxes,
+       t.default_mailbox_quota_mb, t.max_mailbox_quota_mb, t.quota_mb, t.backupmx,
+       t.description, t.mailbox_count, t.alias_count, t.quota_used_mb, t.created_at,
+       t.updated_at, t.deleted_at, p.name AS parent
+FROM domains t LEFT JOIN domains p ON p.id = t.parent_id
+WHERE {where}
+
+-- name: page_mailboxes
+SELECT t.id, t.address, t.local_part, d.name AS domain, t.display_name, t.quota_mb, t.active,
+       t.force_pw_update, t.tls_enforce_in, t.tls_enforce_out, t.created_at, t.updated_at,
+       t.deleted_at
+FROM mailboxes t LEFT JOIN domains d ON d.id = t.domain_id
+WHERE {where}
+
+-- name: page_aliases
+SELECT t.id, t.address, t.goto, t.active, d.name AS domain, t.created_at, t.updated_at,
+       t.deleted_at
+FROM aliases t LEFT JOIN domains d ON d.id = t.domain_id
+WHERE {where}
+
+-- name: page_alias_domains
+SELECT t.id, t.name, t.active, d.name AS target, t.created_at, t.updated_at
+FROM alias_domains t LEFT JOIN domains d ON d.id = t.target_id
+WHERE {where}
+
+-- name: page_tasks
+SELECT t.id, t.type, t.status, t.domain, t.results, t.progress_done, t.progress_total,
+       t.error, t.created_at, t.started_at, t.finished_at
+FROM tasks t
+WHERE {where}
+
+-- Jobs of the lifecycle. Every writer of a domain's mailboxes and aliases holds the
+-- domain's row lock (lock_domain, lock_domains) and changes its counters in the same
+-- statement as the rows, so counters and limits hold under any concurrency.
+
+-- name: lock_domains
+-- Several domains, always in id order: jobs that lock more than one never wait on each
+-- other in a circle.
+SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
+       mailbox_count, quota_used_mb, max_mailbox_quota_mb, max_aliases, alias_count,
+       deleted_at, parent_id
+FROM domains WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE;
+
+-- name: domain_subtree
+-- A domain and its sub-domains at any depth: what a domain's delete or restore covers.
+WITH RECURSIVE tree AS (
+    SELECT id FROM domains WHERE id = $1
+    UNION ALL
+    SELECT d.id FROM domains d JOIN tree ON d.parent_id = tree.id
+)
+SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM tree;
+
+-- name: domains_by_name
+SELECT id, name, parent_id FROM domains WHERE account_id = $1 AND name = ANY($2::text[]);
+
+-- name: largest_mailbox_quota
+SELECT coalesce(max(quota_mb), 0) FROM mailboxes WHERE domain_id = $1 AND deleted_at IS NULL;
+
+-- name: update_domain
+-- $2..$8 NULL for "unchanged"; $9 says whether the description is set (to $10, maybe NULL).
+UPDATE domains
+SET active = coalesce($2, active), max_aliases = coalesce($3, max_aliases),
+    max_mailboxes = coalesce($4, max_mailboxes),
+    default_mailbox_quota_mb = coalesce($5, default_mailbox_quota_mb),
+    max_mailbox_quota_mb = coalesce($6, max_mailbox_quota_mb),
+    quota_mb = coalesce($7, quota_mb), backupmx = coalesce($8, backupmx),
+    description = CASE WHEN $9 THEN $10 ELSE description END, updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING name;
+
+-- name: soft_delete_domains
+-- Domains with their mailboxes and aliases, all stamped with one time (the transaction's):
+-- a restore brings back what was deleted with them, and only that. Counts are of rows
+-- not deleted, so the counters go to 0.
+WITH boxes AS (
+    UPDATE mailboxes SET deleted_at = now(), updated_at = now()
+    WHERE domain_id = ANY($1::bigint[]) AND deleted_at IS NULL
+), aliased AS (
+    UPDATE aliases SET deleted_at = now(), updated_at = now()
+    WHERE domain_id = ANY($1::bigint[]) AND deleted_at IS NULL
+)
+UPDATE domains
+SET deleted_at = now(), updated_at = now(), mailbox_count = 0, alias_count = 0,
+    quota_used_mb = 0
+WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+RETURNING name;
+
+-- name: restore_domains
+-- What soft_delete_domains stamped with $2, back, and the counters counted again.
+WITH boxes AS (
+    UPDATE mailboxes SET deleted_at = NULL, updated_at = now()
+    WHERE domain_id = ANY($1::bigint[]) AND deleted_at = $2
+    RETURNING domain_id, quota_mb
+), aliased AS (
+    UPDATE aliases SET deleted_at = NULL, updated_at = now()
+    WHERE domain_id = ANY($1::bigint[]) AND deleted_at = $2
+    RETURNING domain_id
+)
+UPDATE domains d
+SET deleted_at = NULL, updated_at = now(),
+    mailbox_count = d.mailbox_count + (SELECT count(*) FROM boxes b WHERE b.domain_id = d.id),
+    quota_used_mb = d.quota_used_mb
+        + (SELECT coalesce(sum(b.quota_mb), 0) FROM boxes b WHERE b.domain_id = d.id),
+    alias_count = d.alias_count + (SELECT count(*) FROM aliased a WHERE a.domain_id = d.id)
+WHERE d.id = ANY($1::bigint[]) AND d.deleted_at = $2
+RETURNING d.name;
+
+-- name: purge_domains
+-- Domains for good, with everything under them and the alias domains pointing at them,
+-- in one statement (foreign keys are checked at its end).
+WITH boxes AS (
+    DELETE FROM mailboxes WHERE domain_id = ANY($1::bigint[])
+), aliased AS (
+    DELETE FROM aliases WHERE domain_id = ANY($1::bigint[])
+), pointing AS (
+    DELETE FROM alias_domains WHERE target_id = ANY($1::bigint[])
+)
+DELETE FROM domains WHERE id = ANY($1::bigint[])
+RETURNING name;
+
+-- name: mailbox_domain_ids
+-- The domains of the account's mailboxes among $2: what a bulk action locks (lock_domains)
+-- before it reads and changes the mailboxes.
+SELECT coalesce(array_agg(DISTINCT domain_id), '{}') FROM mailboxes
+WHERE account_id = $1 AND address = ANY($2::text[]);
+
+-- name: mailboxes_for_action
+-- Run after lock_domains, as its own statement: it sees what earlier lock holders
+-- committed. $3 are the domains locked: a mailbox made meanwhile elsewhere is not there.
+SELECT m.id, m.address AS item, m.domain_id, m.quota_mb, m.deleted_at,
+       d.deleted_at AS domain_deleted_at
+FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+WHERE m.account_id = $1 AND m.address = ANY($2::text[]) AND m.domain_id = ANY($3::bigint[]);
+
+-- name: get_mailbox
+SELECT id, address, domain_id, quota_mb, deleted_at FROM mailboxes WHERE id = $1;
+
+-- name: update_mailbox
+-- $2 says whether display_name is set (to $3, maybe NULL); $4..$9 NULL for "unchanged".
+-- The domain's quota_used follows the quota in the same statement.
+WITH old AS (
+    SELECT quota_mb FROM mailboxes WHERE id = $1
+), changed AS (
+    UPDATE mailboxes
+    SET display_name = CASE WHEN $2 THEN $3 ELSE display_name END,
+        quota_mb = coalesce($4, quota_mb), active = coalesce($5, active),
+        force_pw_update = coalesce($6, force_pw_update),
+        tls_enforce_in = coalesce($7, tls_enforce_in),
+        tls_enforce_out = coalesce($8, tls_enforce_out),
+        password_hash = coalesce($9, password_hash), updated_at = now()
+    WHERE id = $1 AND deleted_at IS NULL
+    RETURNING domain_id, quota_mb, address
+), counted AS (
+    UPDATE domains d SET quota_used_mb = d.quota_used_mb + c.quota_mb - (SELECT quota_mb FROM old)
+    FROM changed c WHERE d.id = c.domain_id
+)
+SELECT address FROM changed;
+
+-- name: delete_mailboxes
+WITH gone AS (
+    UPDATE mailboxes SET deleted_at = now(), updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+    RETURNING domain_id, quota_mb, address
+), counted AS (
+    UPDATE domains d
+    SET mailbox_count = d.mailbox_count - g.n, quota_used_mb = d.quota_used_mb - g.q
+    FROM (SELECT domain_id, count(*) AS n, sum(quota_mb) AS q FROM gone GROUP BY domain_id) g
+    WHERE d.id = g.domain_id
+)
+SELECT address FROM gone;
+
+-- name: restore_mailboxes
+WITH back AS (
+    UPDATE mailboxes SET deleted_at = NULL, updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND deleted_at IS NOT NULL
+    RETURNING domain_id, quota_mb, address
+), counted AS (
+    UPDATE domains d
+    SET mailbox_count = d.mailbox_count + b.n, quota_used_mb = d.quota_used_mb + b.q
+    FROM (SELECT domain_id, count(*) AS n, sum(quota_mb) AS q FROM back GROUP BY domain_id) b
+    WHERE d.id = b.domain_id
+)
+SELECT address FROM back;
+
+-- name: set_mailboxes_active
+UPDATE mailboxes SET active = $2, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+RETURNING address;
+
+-- name: purge_mailboxes
+-- For good; a mailbox that was not deleted leaves its domain's counters too.
+WITH gone AS (
+    DELETE FROM mailboxes WHERE id = ANY($1::bigint[])
+    RETURNING domain_id, quota_mb, address, deleted_at
+), counted AS (
+    UPDATE domains d
+    SET mailbox_count = d.mailbox_count - g.n, quota_used_mb = d.quota_used_mb - g.q
+    FROM (SELECT domain_id, count(*) AS n, sum(quota_mb) AS q FROM gone
+          WHERE deleted_at IS NULL GROUP BY domain_id) g
+    WHERE d.id = g.domain_id
+)
+SELECT address FROM gone;
+
+-- name: alias_domain_ids
+-- The domains of the account's aliases among $2, as mailbox_domain_ids.
+SELECT coalesce(array_agg(DISTINCT domain_id), '{}') FROM aliases
+WHERE account_id = $1 AND id = ANY($2::bigint[]);
+
+-- name: address_holder
+-- What holds an address: 'mailbox' (deleted ones too, until purged), 'alias', or NULL.
+-- Run under its domain's lock, as existing_addresses.
+SELECT CASE WHEN EXISTS (SELECT 1 FROM mailboxes WHERE address = $1) THEN 'mailbox'
+            WHEN EXISTS (SELECT 1 FROM aliases WHERE address = $1) THEN 'alias' END;
+
+-- name: aliases_for_action
+SELECT a.id, a.id::text AS item, a.domain_id, a.deleted_at, d.deleted_at AS domain_deleted_at
+FROM aliases a JOIN domains d ON d.id = a.domain_id
+WHERE a.account_id = $1 AND a.id = ANY($2::bigint[]) AND a.domain_id = ANY($3::bigint[]);
+
+-- name: insert_alias
+-- The alias (its id drawn when its task was recorded) and its domain's counter.
+WITH added AS (
+    INSERT INTO aliases (id, account_id, domain_id, address, goto, active, task_id)
+    SELECT $1, d.account_id, d.id, $3, $4, $5, $6 FROM domains d WHERE d.id = $2
+    ON CONFLICT DO NOTHING
+    RETURNING domain_id
+), counted AS (
+    UPDATE domains SET alias_count = alias_count + (SELECT count(*) FROM added) WHERE id = $2
+)
+SELECT count(*) FROM added;
+
+-- name: update_alias
+-- $2, $3: NULL for "unchanged".
+UPDATE aliases SET goto = coalesce($2, goto), active = coalesce($3, active), updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING address;
+
+-- name: delete_aliases
+WITH gone AS (
+    UPDATE aliases SET deleted_at = now(), updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+    RETURNING domain_id, id
+), counted AS (
+    UPDATE domains d SET alias_count = d.alias_count - g.n
+    FROM (SELECT domain_id, count(*) AS n FROM gone GROUP BY domain_id) g
+    WHERE d.id = g.domain_id
+)
+SELECT id::text AS item FROM gone;
+
+-- name: restore_aliases
+WITH back AS (
+    UPDATE aliases SET deleted_at = NULL, updated_at = now()
+    WHERE id = ANY($1::bigint[]) AND deleted_at IS NOT NULL
+    RETURNING domain_id, id
+), counted AS (
+    UPDATE domains d SET alias_count = d.alias_count + b.n
+    FROM (SELECT domain_id, count(*) AS n FROM back GROUP BY domain_id) b
+    WHERE d.id = b.domain_id
+)
+SELECT id::text AS item FROM back;
+
+-- name: set_aliases_active
+UPDATE aliases SET active = $2, updated_at = now()
+WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+RETURNING id::text AS item;
+
+-- name: purge_aliases
+WITH gone AS (
+    DELETE FROM aliases WHERE id = ANY($1::bigint[]) RETURNING domain_id, id, deleted_at
+), counted AS (
+    UPDATE domains d SET alias_count = d.alias_count - g.n
+    FROM (SELECT domain_id, count(*) AS n FROM gone WHERE deleted_at IS NULL
+          GROUP BY domain_id) g
+    WHERE d.id = g.domain_id
+)
+SELECT id::text AS item FROM gone;
+
+-- name: insert_alias_domain
+-- Nothing when the name is an alias domain already; an error (alias_domains_name_key)
+-- when it is a domain (schema.sql, mailprov_hosted_once).
+INSERT INTO alias_domains (account_id, name, target_id, active, task_id)
+SELECT account_id, $1, id, $3, $4 FROM domains WHERE id = $2
+ON CONFLICT (name) DO NOTHING
+RETURNING id;
+
+-- name: update_alias_domain
+UPDATE alias_domains SET active = $2, updated_at = now() WHERE id = $1 RETURNING name;
+
+-- name: delete_alias_domain
+DELETE FROM alias_domains WHERE id = $1 RETURNING name;
+
+-- Retention (worker/retention.py): soft-deleted rows older than $1 days, for good, at most
+-- $2 at a time, oldest first. SKIP LOCKED: several workers share the work, and a row a
+-- job is restoring right now is left for the next round.
+
+-- name: purge_expired_mailboxes
+WITH gone AS (
+    DELETE FROM mailboxes WHERE id IN (
+        SELECT id FROM mailboxes WHERE deleted_at < now() - make_interval(days => $1)
+        ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: purge_expired_aliases
+WITH gone AS (
+    DELETE FROM aliases WHERE id IN (
+        SELECT id FROM aliases WHERE deleted_at < now() - make_interval(days => $1)
+        ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: purge_expired_domains
+-- Only domains left empty: their mailboxes, aliases and sub-domains (deleted with them,
+-- so as old) go first, in the rounds before.
+WITH doomed AS (
+    SELECT d.id FROM domains d
+    WHERE d.deleted_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.domain_id = d.id)
+      AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.domain_id = d.id)
+      AND NOT EXISTS (SELECT 1 FROM domains c WHERE c.parent_id = d.id)
+    ORDER BY d.deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), pointing AS (
+    DELETE FROM alias_domains WHERE target_id IN (SELECT id FROM doomed)
+), gone AS (
+    DELETE FROM domains WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone;

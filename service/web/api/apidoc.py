@@ -15,6 +15,7 @@ import dataclasses
 import html
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from service.core import errors
 from service.core.accounts import KEY_FORMAT
 from service.web.api import responses
 from service.web.middleware import CLIENT_REQUEST_ID
-from service.web.route import Route
+from service.web.resources import responses as resource_responses
+from service.web.route import RESOURCES, Route
 from service.web.state import ROUTES, SCHEMAS, SETTINGS
 
 OPENAPI_VERSION = "3.0.3"  # Swagger UI 4 (swagger-ui-bundle 1.x) renders 3.0, not 3.1
@@ -41,7 +43,7 @@ RESPONSE_SCHEMAS: list[type[marshmallow.Schema]] = [
     responses.ImapCredentials, responses.MailboxEntry, responses.MailboxList,
     responses.ItemResult, responses.Progress, responses.TaskCompleted,
     responses.TaskInProgress, responses.FailedTask, responses.TypedTaskCompleted,
-    responses.TypedTaskInProgress, responses.TypedFailedTask,
+    responses.TypedTaskInProgress, responses.TypedFailedTask, *resource_responses.SCHEMAS,
 ]
 
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
@@ -59,6 +61,8 @@ HEADERS: dict[str, dict[str, Any]] = {
                           "required": True, "schema": {"type": "integer"}},
     "Retry-After": {"description": "Seconds to wait before trying again.", "required": True,
                     "schema": {"type": "integer"}},
+    "Location": {"description": "Where the task of an accepted write is polled: "
+                 "`/api/v1/tasks/{id}`.", "required": True, "schema": {"type": "string"}},
 }
 
 DESCRIPTION = """\
@@ -83,6 +87,16 @@ endpoint that got as far as the limit check carries `X-RateLimit-Limit`,
 `X-RateLimit-Remaining` and `X-RateLimit-Reset`; a 429 also carries `Retry-After`.
 
 **Request ids.** Every response carries `X-Request-ID`.
+
+**The resource API** (`/api/v1/domains`, `/mailboxes`, `/aliases`, `/alias-domains`,
+`/tasks`) changes, deletes and restores as well as creates. It takes the key only as
+`Authorization: Bearer <key>`; its errors are `{"type": "error", "msg": "<one sentence>"}`
+(422s add `errors`). Every write is validated and checked at once, then answers 202 with
+`{"type": "success", "msg", "task_id"}` and `Location: /api/v1/tasks/{id}`; the change is
+visible once the task is `completed`. Reads answer 200, lists as pages
+(`page[number]`, `page[size]` up to 1000, `filter[...]`, `sort`; any other parameter is a
+422). Deletes are soft: `restore` undoes one within the retention (default 30 days), and
+until the row is purged its name stays taken.
 """
 
 
@@ -105,31 +119,44 @@ def reason(error: type[errors.ApiError]) -> str:
     return f"`{error().reason}`"
 
 
+def _error_responses(error: Any, invalid: Any) -> dict[str, dict[str, Any]]:
+    """The errors every route of a face shares, in that face's error shape."""
+    return {
+        "BadJson": response(f"The body is not a JSON object: {reason(errors.BadJson)}", error),
+        "Unauthorized": response("Missing, malformed, unknown or revoked API key: "
+                                 f"{reason(errors.InvalidApiKey)}", error),
+        "Forbidden": response("`caller_id` is not the key's account: "
+                              f"{reason(errors.UnauthorizedCaller)}", error),
+        "TooLarge": response("The body is over the size limit (default 1 MiB).", error),
+        "Invalid": response("Validation failed; `errors` names each field.", invalid),
+        "InFlight": {
+            **response("A request with this Idempotency-Key is still being handled.", error),
+            "headers": _header_refs("Retry-After"),
+        },
+        "RateLimited": response("Over the hourly rate limit.", error, retry_after=True),
+        "Internal": response("Internal error; the reason quotes the request id.", error),
+        "Unavailable": {
+            **response("Postgres or Redis is unreachable; retry shortly.", error),
+            "headers": _header_refs("Retry-After"),
+        },
+    }
+
+
+# the components of each face's shared errors: the resource API's are named Resource*
+FACE_ERRORS = {"mailapi": ("", responses.Error),
+               "resources": ("Resource", resource_responses.ResourceError)}
 # shared error responses, as components; op-specific ones are written inline below
 ERROR_RESPONSES: dict[str, dict[str, Any]] = {
-    "BadJson": response(f"The body is not a JSON object: {reason(errors.BadJson)}",
-                        responses.Error),
-    "Unauthorized": response("Missing, malformed, unknown or revoked API key: "
-                             f"{reason(errors.InvalidApiKey)}", responses.Error),
-    "Forbidden": response("`caller_id` is not the key's account: "
-                          f"{reason(errors.UnauthorizedCaller)}", responses.Error),
-    "TooLarge": response("The body is over the size limit (default 1 MiB).",
-                         responses.Error),
-    "Invalid": response("Validation failed; `errors` names each field.",
-                        responses.ValidationFailed),
-    "InFlight": {
-        **response("A request with this Idempotency-Key is still being handled.",
-                   responses.Error),
-        "headers": _header_refs("Retry-After"),
-    },
-    "RateLimited": response("Over the hourly rate limit.", responses.Error, retry_after=True),
-    "Internal": response("Internal error; the reason quotes the request id.",
-                         responses.Error),
-    "Unavailable": {
-        **response("Postgres or Redis is unreachable; retry shortly.", responses.Error),
-        "headers": _header_refs("Retry-After"),
-    },
+    **_error_responses(responses.Error, responses.ValidationFailed),
+    **{f"Resource{name}": shared for name, shared in _error_responses(
+        resource_responses.ResourceError, resource_responses.ResourceValidationFailed).items()},
 }
+
+
+def face_error(route: Route) -> Any:
+    """The error schema of a route's face, for the errors its Doc writes inline."""
+    assert route.policy is not None
+    return FACE_ERRORS[route.policy.face.name][1]
 
 
 KEY_PROPERTY = {
@@ -159,6 +186,10 @@ REQUEST_NOTES: dict[str, dict[str, dict[str, Any]]] = {
 GET_SECURITY: list[dict[str, list[str]]] = [{"keyQuery": []}, {"bearer": []}]
 # the body field `key` is the usual way, and OpenAPI has no scheme for a body field
 POST_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+# a path's parameters: `{name}`; those that are ids are integers
+PATH_PARAMETER = re.compile(r"\{(\w+)\}")
+INTEGER_PARAMETERS = {"id", "task_id"}
 
 ASSETS = Path(str(swagger_ui_path))
 ASSET_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
@@ -187,19 +218,25 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
             "script-src 'self' 'unsafe-inline'")
 
 
-def operation(route: Route, schemas: dict[str, marshmallow.Schema],
+def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
               values: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI operation of a route, schemas still as marshmallow objects for apispec.
-    `values` fill the `{setting}` fields of its description."""
+    """The OpenAPI operation of a route served at `path`, schemas still as marshmallow
+    objects for apispec. `values` fill the `{setting}` fields of its description."""
     doc, policy = route.doc, route.policy
     assert doc is not None
     parameters: list[Any] = ["RequestId"]
+    parameters += [{"in": "path", "name": name, "required": True,
+                    "schema": {"type": "integer" if name in INTEGER_PARAMETERS else "string"}}
+                   for name in PATH_PARAMETER.findall(path)]
     errors_: dict[str, Any] = {}
     limited = False
     security: list[dict[str, list[str]]] = []
+    ok_headers = _header_refs()
     if policy is not None:
         schema = schemas[route.name]
-        security = GET_SECURITY if route.method == "GET" else POST_SECURITY
+        security = (BEARER_SECURITY if policy.bearer
+                    else GET_SECURITY if route.method == "GET" else POST_SECURITY)
+        prefix = FACE_ERRORS[policy.face.name][0]
         # what the policy can answer, in its order
         if policy.body is not None:
             errors_.update({"400": "BadJson", "413": "TooLarge"})
@@ -211,11 +248,15 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
             errors_["403"] = "Forbidden"
         if policy.lookup is not None:
             errors_["404"] = response(f"Not the account's: {reason(policy.lookup.missing)}",
-                                      responses.Error)
+                                      face_error(route))
         if policy.rate is not None:
             errors_["429"] = "RateLimited"
         errors_.update({"500": "Internal", "503": "Unavailable"})
+        errors_ = {status: prefix + shared if isinstance(shared, str) else shared
+                   for status, shared in errors_.items()}
         limited = policy.rate is not None
+        if policy.face is RESOURCES and policy.writes:
+            ok_headers = _header_refs("Location")
         if policy.query is not None:
             parameters.append({"in": "query", "schema": schema})
         if policy.idempotent:
@@ -224,10 +265,13 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
     limited = limited or "429" in doc.errors
     ok = doc.ok if isinstance(doc.ok, dict) and "description" in doc.ok else response(
         doc.ok_text, doc.ok, limited=limited)
+    # a write of the resource API is accepted with 202, and Location says where to poll
+    ok_status = "202" if "Location" in ok_headers else "200"
     result: dict[str, Any] = {
         "operationId": route.name, "tags": [doc.tag], "summary": doc.summary,
         "description": doc.description.format(**values), "parameters": parameters,
-        "responses": {"200": {"headers": _header_refs(), **ok}, **errors_},
+        "responses": {ok_status: {**ok, "headers": {**ok_headers, **ok.get("headers", {})}},
+                      **errors_},
         "security": security,
     }
     if policy is not None and policy.body is not None:
@@ -292,9 +336,12 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         if with_body.policy is None or with_body.policy.body is None:
             continue
         name = type(schemas[with_body.name]).__name__
+        if name in spec.components.schemas:  # one body schema serves several routes
+            continue
         spec.components.schema(name, schema=schemas[with_body.name])
         properties = spec.components.schemas[name]["properties"]
-        properties["key"] = dict(KEY_PROPERTY)
+        if not with_body.policy.bearer:
+            properties["key"] = dict(KEY_PROPERTY)
         for notes in (REQUEST_NOTES["*"], REQUEST_NOTES.get(name, {})):
             for field_name, note in notes.items():
                 if field_name in properties:
@@ -307,8 +354,9 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         if route is None or served.method == "HEAD":  # aiohttp's automatic HEAD of a GET
             continue
         assert served.resource is not None  # a named route has one
-        paths.setdefault(served.resource.canonical, {})[served.method.lower()] = operation(
-            route, schemas, values)
+        path = served.resource.canonical
+        paths.setdefault(path, {})[served.method.lower()] = operation(route, path, schemas,
+                                                                      values)
     for path, ops in paths.items():
         spec.path(path=path, operations=ops)
     return spec.to_dict()

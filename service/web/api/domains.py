@@ -9,6 +9,7 @@ from aiohttp import web
 from service.core import names
 from service.core.errors import Invalid
 from service.web.api import formats
+from service.web.api.schemas import DEFAULT_MAX_ALIASES
 from service.web.call import Call
 from service.web.state import DB, LIMITER, RATE, SETTINGS
 
@@ -33,11 +34,14 @@ async def list_domains(call: Call) -> web.Response:
 async def create_domain(call: Call) -> web.Response:
     domain, params = call.data["Domain"], call.data["Params"]
     # the domain row (pending, 409 if taken) and its task, in one statement
+    # the MailAPI has no per-mailbox maximum of its own: its mailboxes may each take up
+    # to the domain's total, as they always could
     task_id = await call.store.create_domain_task(
         account_id=call.account_id, domain=domain, quota_mb=params["quota_mb"],
         max_mailboxes=params["max_mailboxes"],
         default_mailbox_quota_mb=params["default_mailbox_quota_mb"],
-        description=params["description"])
+        description=params["description"], max_mailbox_quota_mb=params["quota_mb"],
+        max_aliases=DEFAULT_MAX_ALIASES)
     await call.enqueue(task_id, "domain")
     return web.json_response({"status": "success", "domain": domain, "task_id": task_id})
 

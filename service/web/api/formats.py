@@ -21,18 +21,22 @@ def mailbox_quota(mb: int) -> str:
     return f"{mb}MB"
 
 
-def task_body(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
-    """A task in the seed's result shape (`Task_id` and `task_id`, odd as they are).
-
-    `passwords` holds the generated passwords still within their TTL; an item whose
-    password was generated but has expired shows `"password": null`.
-    """
+def item_results(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
+    """A task's per-item results as both faces show them: each item's status, and for a
+    mailbox whose password was generated, `password`. `passwords` holds the generated
+    passwords still within their TTL; an expired one shows as `null`."""
     results: dict[str, Any] = {}
     for name, item in task["results"].items():
         shown = {"status": item["status"]}
         if item.get("generated"):
             shown["password"] = passwords.get(name)
         results[name] = shown
+    return results
+
+
+def task_body(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
+    """A task in the seed's result shape (`Task_id` and `task_id`, odd as they are)."""
+    results = item_results(task, passwords)
     body: dict[str, Any] = {
         "Task_id": task["id"],
         "total_email": task["progress_total"] if task["type"].startswith("mailbox") else 0,

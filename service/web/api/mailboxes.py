@@ -10,8 +10,9 @@ from service.core import names
 from service.core.errors import Invalid
 from service.core.store import Row
 from service.web.api import formats
+from service.web.api.secrets import payload_secret, payload_secrets
 from service.web.call import Call
-from service.web.state import DB, HASHER, SETTINGS
+from service.web.state import DB, SETTINGS
 
 
 def _quota(requested: int | None, domain: Row) -> int:
@@ -19,9 +20,15 @@ def _quota(requested: int | None, domain: Row) -> int:
 
 
 def _check_quota(requested: int | None, domain: Row, field: str) -> None:
-    if _quota(requested, domain) > domain["quota_mb"]:
+    quota = _quota(requested, domain)
+    if quota > domain["quota_mb"]:
         message = f"Cannot exceed the domain's total quota of {domain['quota_mb']} MB."
-        raise Invalid(f"{field}: {message}", {field: [message]})
+    elif quota > domain["max_mailbox_quota_mb"]:
+        message = (f"Cannot exceed the domain's largest mailbox quota of "
+                   f"{domain['max_mailbox_quota_mb']} MB.")
+    else:
+        return
+    raise Invalid(f"{field}: {message}", {field: [message]})
 
 
 def check_single(data: dict[str, Any], domain: Row) -> None:
@@ -39,25 +46,23 @@ def check_bulk(data: dict[str, Any], domain: Row) -> None:
                      f"Params.mailboxes.{i}.quota_mb")
 
 
-def _item(local_part: str, display_name: str | None, quota_mb: int,
-          password_hash: str | None) -> dict[str, Any]:
-    """One mailbox as a job reads it. No plaintext: a missing hash means 'generate one'."""
-    item: dict[str, Any] = {"local_part": local_part, "quota_mb": quota_mb}
+def mailbox_item(local_part: str, display_name: str | None, quota_mb: int,
+                 secret: dict[str, str], **flags: bool) -> dict[str, Any]:
+    """One mailbox as a job reads it: `secret` from payload_secrets (empty: the worker
+    generates a password); `flags` (active, force_pw_update, ...) only where they differ
+    from the defaults."""
+    item: dict[str, Any] = {"local_part": local_part, "quota_mb": quota_mb, **secret}
     if display_name:
         item["display_name"] = display_name
-    if password_hash:
-        item["password_hash"] = password_hash
+    item.update(flags)
     return item
 
 
 async def create_single(call: Call) -> web.Response:
     domain, params = call.found, call.data["Params"]
     assert domain is not None  # the route's lookup
-    password_hash = params.get("password_hash")
-    if "password" in params:
-        password_hash = await call.app[HASHER].hash(params["password"])
-    item = _item(call.data["local_part"], params["display_name"],
-                 _quota(params["quota_mb"], domain), password_hash)
+    item = mailbox_item(call.data["local_part"], params["display_name"],
+                        _quota(params["quota_mb"], domain), await payload_secret(call, params))
     task_id = await call.submit("mailbox_single", domain["name"],
                                 {"domain_id": domain["id"], "items": [item]}, 1)
     return web.json_response({"status": "success", "task_id": task_id})
@@ -67,28 +72,23 @@ async def create_bulk(call: Call) -> web.Response:
     domain, data = call.found, call.data
     assert domain is not None  # the route's lookup
     params = data["Params"]
-    hasher = call.app[HASHER]
     if "count" in params:
         quota = _quota(params["quota_mb"], domain)
         # one shared password is hashed once: the same secret, the same hash
-        shared = params.get("password_hash")
-        if "password" in params:
-            shared = await hasher.hash(params["password"])
+        shared = await payload_secret(call, params)
         start = params["start"]
         items = [
-            _item(names.local_part(f"{data['Email_fullname']}{n}"), params["display_name"],
-                  quota, shared)
+            mailbox_item(names.local_part(f"{data['Email_fullname']}{n}"),
+                         params["display_name"], quota, shared)
             for n in range(start, start + params["count"])
         ]
     else:
         entries = params["mailboxes"]
-        plain = [e["password"] for e in entries if "password" in e]
-        hashed = iter([h for batch in hasher.hash_batches(plain, 16) for h in await batch])
+        secrets = await payload_secrets(call, entries)
         items = [
-            _item(e["local_part"], e["display_name"] or params["display_name"],
-                  _quota(e["quota_mb"] or params["quota_mb"], domain),
-                  next(hashed) if "password" in e else e.get("password_hash"))
-            for e in entries
+            mailbox_item(e["local_part"], e["display_name"] or params["display_name"],
+                         _quota(e["quota_mb"] or params["quota_mb"], domain), secret)
+            for e, secret in zip(entries, secrets, strict=True)
         ]
     task_id = await call.submit("mailbox_bulk", domain["name"],
                                 {"domain_id": domain["id"], "items": items}, len(items))

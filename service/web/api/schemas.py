@@ -28,6 +28,14 @@ from service.core.errors import Invalid
 PG_INT_MAX = 2**31 - 1
 PG_BIGINT_MAX = 2**63 - 1
 
+# A domain made with the defaults holds its default number of mailboxes at the default
+# mailbox quota: 100 x 1024 MB = 102400 MB. (The seed's 10240 MB held only ten of them, so
+# the eleventh default mailbox failed with `Domain quota exceeded.`.) Aliases: mailcow's.
+DEFAULT_DOMAIN_QUOTA_MB = 102400
+DEFAULT_MAX_MAILBOXES = 100
+DEFAULT_MAILBOX_QUOTA_MB = 1024
+DEFAULT_MAX_ALIASES = 400
+
 # Dovecot password schemes that are hashes; plaintext ones ({PLAIN}, {CLEAR}) are refused
 # because only hashes may be stored.
 HASH_SCHEMES = {
@@ -70,6 +78,15 @@ class Name(Text):
             raise ValidationError(str(exc)) from None
 
 
+class JsonBool(fields.Boolean):
+    """A boolean in a JSON body: `true` or `false`, not `1`, `"yes"` or `"true"`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("Not a valid boolean: give true or false.")
+        return value
+
+
 class JsonInt(fields.Integer):
     """An integer in a JSON body: `5`, not `"5"`, `5.5` or `true`."""
 
@@ -98,17 +115,22 @@ def _check_password_hash(value: str) -> None:
         )
 
 
-class BodySchema(Schema):
+class Limits(Schema):
+    """A request schema that checks list lengths against the settings (the app builds it
+    with them)."""
+
     class Meta:
         unknown = RAISE
-
-    # read by auth before validation; declared so it is not an unknown field
-    key = fields.Raw(load_only=True)
 
     def __init__(self, *, bulk_max: int = 1000, sub_domains_max: int = 10) -> None:
         super().__init__()
         self.bulk_max = bulk_max
         self.sub_domains_max = sub_domains_max
+
+
+class BodySchema(Limits):
+    # read by auth before validation; declared so it is not an unknown field
+    key = fields.Raw(load_only=True)
 
 
 class StrictSchema(Schema):
@@ -117,9 +139,9 @@ class StrictSchema(Schema):
 
 
 class DomainParams(StrictSchema):
-    quota_mb = JsonInt(load_default=10240)
-    max_mailboxes = JsonInt(load_default=100)
-    default_mailbox_quota_mb = JsonInt(load_default=1024)
+    quota_mb = JsonInt(load_default=DEFAULT_DOMAIN_QUOTA_MB)
+    max_mailboxes = JsonInt(load_default=DEFAULT_MAX_MAILBOXES)
+    default_mailbox_quota_mb = JsonInt(load_default=DEFAULT_MAILBOX_QUOTA_MB)
     description = Text(validate=validate.Length(max=255), load_default=None, allow_none=True)
 
     @validates_schema

@@ -12,10 +12,28 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.core.errors import BACKEND_DOWN, TaskFailed, TaskTypeMismatch
+from service.core.store import Row
 from service.core.tasks import UNFINISHED, passwords_key
 from service.web.api import formats
 from service.web.call import Call
 from service.web.state import ARQ, SETTINGS
+
+
+async def generated_passwords(call: Call, task: Row) -> dict[str, str]:
+    """The task's generated passwords still within their TTL, by address (a read of Redis
+    only when the task generated any)."""
+    if not any(item.get("generated") for item in task["results"].values()):
+        return {}
+    key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
+    try:
+        stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
+    except BACKEND_DOWN:
+        # while Redis is away a running task's poll still answers (its passwords show as
+        # null for now); a finished task's answers 503, as null would read as expired
+        if task["status"] not in UNFINISHED:
+            raise
+        stored = {}
+    return {k.decode(): v.decode() for k, v in stored.items()}
 
 
 async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
@@ -23,17 +41,7 @@ async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
     assert task is not None  # the route's lookup
     if types is not None and task["type"] not in types:
         raise TaskTypeMismatch
-    passwords: dict[str, str] = {}
-    if any(item.get("generated") for item in task["results"].values()):
-        key = passwords_key(call.app[SETTINGS].redis_prefix, task["id"])
-        try:
-            stored = await call.app[ARQ].hgetall(key)  # type: ignore[misc]
-        except BACKEND_DOWN:
-            if task["status"] not in UNFINISHED:
-                raise
-            stored = {}
-        passwords = {k.decode(): v.decode() for k, v in stored.items()}
-    body = formats.task_body(task, passwords)
+    body = formats.task_body(task, await generated_passwords(call, task))
     if types is None:
         body["type"] = task["type"]
     if task["status"] == "failed":

@@ -64,7 +64,7 @@ class WebMetrics:
         """One request answered; `task`: the type of task its route records."""
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
-        if status == 200 and task is not None:
+        if status in (200, 202) and task is not None:
             self.accepted.labels(task).inc()
         elif status == 429:
             self.rate_limited.labels(route).inc()

@@ -1,0 +1,180 @@
+"""marshmallow schemas of the resource API's response bodies, for the OpenAPI document.
+
+As the MailAPI's (service/web/api/responses.py), each is strict (`additionalProperties:
+false`), so tests/integration/test_openapi.py fails on a renamed or extra field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from service.core.tasks import STATUSES, TASK_TYPES
+from service.web.api.responses import TASK_ID, ItemResult, Progress
+
+TIME = validate.Regexp(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+MB = validate.Range(0)
+
+
+def _time(**kwargs: Any) -> fields.String:
+    return fields.String(required=True, validate=TIME,
+                         metadata={"example": "2026-04-14T09:30:00Z"}, **kwargs)
+
+
+def _count() -> fields.Integer:
+    return fields.Integer(required=True, validate=validate.Range(0))
+
+
+class ResourceError(Schema):
+    """The resource API's error: `msg` is one sentence."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["error"]))
+    msg = fields.String(required=True)
+
+
+class ResourceValidationFailed(ResourceError):
+    """A request that failed validation, or would break a limit; `errors` names each bad
+    field with its messages, where there is one."""
+
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
+class Accepted(Schema):
+    """A write, recorded as a task: poll it at `Location` (GET /api/v1/tasks/{id}); the
+    change is visible once the task is `completed`."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["success"]))
+    msg = fields.String(required=True)
+    task_id = fields.Integer(required=True, validate=TASK_ID, metadata={"example": 124})
+
+
+class AliasAccepted(Accepted):
+    """A new alias, recorded: `id` is its id once its task has made it."""
+
+    id = fields.Integer(required=True, validate=TASK_ID, metadata={"example": 7})
+
+
+class Domain(Schema):
+    """A domain, with seed 003's fields (quotas in MB)."""
+
+    domain = fields.String(required=True, metadata={"example": "example.com"})
+    active = fields.Boolean(required=True)
+    aliases = _count()
+    mailboxes = _count()
+    defquota = _count()
+    maxquota = _count()
+    quota = _count()
+    backupmx = fields.Boolean(required=True)
+    description = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["pending", "active", "verified", "failed", "deleted"]))
+    mailbox_count = _count()
+    alias_count = _count()
+    quota_used = fields.Integer(required=True, validate=MB,
+                                metadata={"description": "MB given to its mailboxes."})
+    parent = fields.String(required=True, allow_none=True,
+                           metadata={"description": "A sub-domain's parent domain."})
+    created_at = _time()
+    updated_at = _time()
+    deleted_at = _time(allow_none=True)
+
+
+class Mailbox(Schema):
+    """A mailbox; never its password or hash."""
+
+    email = fields.String(required=True, metadata={"example": "john@example.com"})
+    domain = fields.String(required=True)
+    local_part = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+    quota = _count()
+    active = fields.Boolean(required=True)
+    force_pw_update = fields.Boolean(required=True)
+    tls_enforce_in = fields.Boolean(required=True)
+    tls_enforce_out = fields.Boolean(required=True)
+    status = fields.String(required=True,
+                           validate=validate.OneOf(["active", "inactive", "deleted"]))
+    created_at = _time()
+    updated_at = _time()
+    deleted_at = _time(allow_none=True)
+
+
+class Alias(Schema):
+    """An alias: mail to `address` goes to every address of `goto`."""
+
+    id = fields.Integer(required=True, validate=TASK_ID)
+    address = fields.String(required=True, metadata={
+        "example": "sales@example.com", "description": "`@example.com`: the catch-all."})
+    goto = fields.List(fields.String(), required=True, validate=validate.Length(1, 50))
+    active = fields.Boolean(required=True)
+    domain = fields.String(required=True)
+    status = fields.String(required=True,
+                           validate=validate.OneOf(["active", "inactive", "deleted"]))
+    created_at = _time()
+    updated_at = _time()
+    deleted_at = _time(allow_none=True)
+
+
+class AliasDomain(Schema):
+    """An alias domain: mail to x@alias_domain goes to x@target_domain."""
+
+    alias_domain = fields.String(required=True)
+    target_domain = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    created_at = _time()
+    updated_at = _time()
+
+
+class Task(Schema):
+    """A task of either face. `results` are per item (an address, a domain, an alias id)."""
+
+    id = fields.Integer(required=True, validate=TASK_ID)
+    type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    domain = fields.String(required=True)
+    progress = fields.Nested(Progress, required=True)
+    results = fields.Dict(keys=fields.String(), values=fields.Nested(ItemResult), required=True)
+    error = fields.String(required=True, allow_none=True)
+    created_at = _time()
+    started_at = _time(allow_none=True)
+    finished_at = _time(allow_none=True)
+
+
+class PageMeta(Schema):
+    current_page = fields.Integer(required=True, validate=validate.Range(1))
+    last_page = fields.Integer(required=True, validate=validate.Range(1))
+    per_page = fields.Integer(required=True, validate=validate.Range(1, 1000))
+    total = _count()
+
+
+class PageLinks(Schema):
+    """`prev` and `next` carry a cursor (`page[cursor]`): following them costs the same
+    however deep the page."""
+
+    first = fields.String(required=True)
+    last = fields.String(required=True)
+    prev = fields.String(required=True, allow_none=True)
+    next = fields.String(required=True, allow_none=True)
+
+
+def _page(item: type[Schema], what: str) -> type[Schema]:
+    return type(f"{item.__name__}Page", (Schema,), {
+        "__doc__": f"A page of {what}.",
+        "data": fields.List(fields.Nested(item), required=True),
+        "meta": fields.Nested(PageMeta, required=True),
+        "links": fields.Nested(PageLinks, required=True),
+    })
+
+
+DomainPage = _page(Domain, "domains")
+MailboxPage = _page(Mailbox, "mailboxes")
+AliasPage = _page(Alias, "aliases")
+AliasDomainPage = _page(AliasDomain, "alias domains")
+TaskPage = _page(Task, "tasks")
+
+# leaves first, as apidoc.RESPONSE_SCHEMAS wants them
+SCHEMAS: list[type[Schema]] = [
+    ResourceError, ResourceValidationFailed, Accepted, AliasAccepted, Domain, Mailbox, Alias,
+    AliasDomain, Task, PageMeta, PageLinks, DomainPage, MailboxPage, AliasPage,
+    AliasDomainPage, TaskPage,
+]
