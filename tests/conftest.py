@@ -35,6 +35,10 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 # cheap hashing keeps a 1000-mailbox test fast; the format and verification are the same
 TEST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+# MAILPROV_SECRET_KEY for the session; every process a test starts (serve, worker)
+# inherits it, as a deployment's processes share theirs
+os.environ.setdefault("MAILPROV_SECRET_KEY", secrets.token_urlsafe(32))
+SECRET_KEY = os.environ["MAILPROV_SECRET_KEY"]
 
 
 @dataclass
@@ -116,7 +120,8 @@ async def settings(backends: Backends, template_db: str) -> AsyncIterator[Settin
     finally:
         await db.close()
     yield Settings(database_url=dsn, redis_url=backends.redis_url,
-                   redis_prefix=f"mailprov-test:{token}:", **TEST_ARGON2)
+                   redis_prefix=f"mailprov-test:{token}:", secret_key=SECRET_KEY,
+                   **TEST_ARGON2)
     await _cleanup(backends, name, dsn, f"mailprov-test:{token}:")
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from service.cli.common import CommandError, command, emit, group
-from service.core import accounts
+from service.core import accounts, secrets
 from service.core.db import Database
 from service.core.migrate import apply_schema
 from service.core.settings import Settings
@@ -29,7 +29,16 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"status": "migrated"}, "schema applied")
 
 
+def require_secret_key(settings: Settings) -> None:
+    """Refuse to start a process that would seal or fingerprint without a usable key."""
+    try:
+        secrets.check_secret_key(settings.secret_key)
+    except secrets.SecretKeyMissing as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    require_secret_key(settings)
     from aiohttp import web
 
     from service.web.app import create_app
@@ -42,6 +51,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     if args.check:
         cmd_worker_check(args, settings)
+    require_secret_key(settings)
     # supervised: a new worker replaces one that Redis or Postgres made stop
     from worker.supervisor import Supervisor
 

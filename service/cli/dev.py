@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from worker.main import create_worker
 log = logging.getLogger("mailprov.dev")
 
 DEMO_FILE = "demo-account.json"
+SECRET_FILE = "secret-key"  # noqa: S105 - a file name
 
 
 def choose_servers(settings: Settings, data_dir: Path, local_pg: int, local_redis: int,
@@ -70,14 +72,27 @@ async def demo_key(settings: Settings, data_dir: Path) -> tuple[int, str]:
             if owner == saved["user_id"]:
                 return saved["user_id"], saved["key"]
         user_id, key = await accounts.create_account(db, "demo")
-    _save_demo(path, user_id, key)
+    _write_private(path, json.dumps({"user_id": user_id, "key": key}))
     return user_id, key
 
 
-def _save_demo(path: Path, user_id: int, key: str) -> None:
+def secret_key(settings: Settings, data_dir: Path) -> Settings:
+    """Settings with a MAILPROV_SECRET_KEY: the environment's, else the one made for
+    `data_dir` on first run and kept there (mode 0600), so tasks queued before a restart
+    can still be unsealed after it."""
+    if settings.secret_key:
+        return settings
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return settings.replace(secret_key=path.read_text().strip())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
-    path.write_text(json.dumps({"user_id": user_id, "key": key}))
+    path.write_text(text)
 
 
 def banner(url: str, user_id: int, key: str) -> str:
@@ -103,8 +118,8 @@ async def run(settings: Settings, data_dir: Path, local_pg: int, local_redis: in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    settings, servers = choose_servers(settings, data_dir, local_pg, local_redis,
-                                       dict(os.environ))
+    settings, servers = choose_servers(secret_key(settings, data_dir), data_dir, local_pg,
+                                       local_redis, dict(os.environ))
     runner: web.AppRunner | None = None
     worker: Any = None
     try:
