@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
     domain          text NOT NULL,
-    -- what the job needs; never a plaintext password (those are hashed before insert)
+    -- what the job needs. A password a client supplies waits here only sealed (AES-GCM
+    -- under MAILPROV_SECRET_KEY), and is erased with any supplied hash by the transaction
+    -- that writes its mailbox (mailprov_erase_secrets, finish_task)
     payload         jsonb NOT NULL,
     results         jsonb NOT NULL DEFAULT '{}',
     progress_done   integer NOT NULL DEFAULT 0,
@@ -136,3 +138,24 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 -- the sweeper deletes expired keys oldest first
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
+
+-- failed tasks that still keep a client's secret for a retry (the sweeper erases them)
+CREATE INDEX IF NOT EXISTS tasks_secrets_kept_idx ON tasks (finished_at)
+    WHERE status = 'failed' AND payload ? 'secrets_kept';
+
+-- A mailbox task's items keep a client's secret (`password_sealed`, `password_hash`) only
+-- until their mailbox is written. This strips it from the items named in `local_parts`
+-- (NULL: every item) and marks each item it stripped with `secret_erased`, so that a retry
+-- can tell the items it could no longer create as they were asked for.
+CREATE OR REPLACE FUNCTION mailprov_erase_secrets(payload jsonb, local_parts text[])
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(payload -> 'items') = 'array' THEN jsonb_set(payload, '{items}', (
+        SELECT coalesce(jsonb_agg(
+                   CASE WHEN (item ? 'password_sealed' OR item ? 'password_hash')
+                             AND (local_parts IS NULL OR item ->> 'local_part' = ANY (local_parts))
+                        THEN item - '{password_sealed,password_hash}'::text[]
+                             || '{"secret_erased": true}'
+                        ELSE item END ORDER BY n), '[]')
+        FROM jsonb_array_elements(payload -> 'items') WITH ORDINALITY AS i (item, n)))
+    ELSE payload END
+$$;

@@ -5,7 +5,8 @@ task id), so a task whose job is merely waiting in the queue is left as it is; s
 whose worker died while arq still holds its job (arq runs it again once the job's
 in-progress mark expires, job timeout + 10 s after it started).
 
-It also deletes expired Idempotency-Key records."""
+It also deletes expired Idempotency-Key records, and the secrets failed tasks kept for a
+retry once they have kept them long enough."""
 
 from __future__ import annotations
 
@@ -33,4 +34,5 @@ async def sweep(ctx: dict[str, Any]) -> int:
     if stale:
         log.info("sweeper: %s stale tasks, %s enqueued again", len(stale), requeued)
     await job.db.delete_expired_idempotency_keys(ttl_s=IDEMPOTENCY_TTL_S, limit=BATCH)
+    await job.db.erase_kept_secrets(after_s=settings.failed_task_secrets_ttl_s, limit=BATCH)
     return requeued

@@ -165,6 +165,13 @@ class Store:
                           results: dict[str, Any] | None = None) -> None:
         await self._run("finish_task", task_id, status, error, results or {})
 
+    async def erase_item_secrets(self, *, task_id: int, local_parts: Sequence[str]) -> None:
+        """Strip the supplied passwords and hashes of these items from the task's payload."""
+        await self._run("erase_item_secrets", task_id, list(local_parts))
+
+    async def erase_kept_secrets(self, *, after_s: int, limit: int) -> None:
+        await self._run("erase_kept_secrets", after_s, limit)
+
     async def stale_tasks(self, *, queued_after_s: float, silent_for_s: float,
                           limit: int) -> list[Row]:
         return await self._rows("stale_tasks", queued_after_s, silent_for_s, limit)

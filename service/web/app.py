@@ -13,7 +13,6 @@ from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
-from service.core.passwords import Hasher
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import BodySchema
@@ -25,7 +24,6 @@ from service.web.routes import ROUTES
 from service.web.state import (
     ARQ,
     DB,
-    HASHER,
     IDEMPOTENCY_SLOTS,
     LIMITER,
     SCHEMAS,
@@ -72,16 +70,6 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await arq.aclose()
 
 
-async def hasher_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    # the web process hashes only passwords a client supplies; two processes are plenty
-    hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                    min(settings.hash_processes or 2, 2))
-    app[HASHER] = hasher
-    yield
-    hasher.close()
-
-
 def _schema(kind: type[Schema], settings: Settings) -> Schema:
     if issubclass(kind, BodySchema):
         return kind(bulk_max=settings.bulk_max, sub_domains_max=settings.sub_domains_max)
@@ -100,7 +88,7 @@ def create_app(settings: Settings) -> web.Application:
     app[DOCUMENT] = {}
     # sized db_pool_max - 1: service/web/idempotency.py says why
     app[IDEMPOTENCY_SLOTS] = asyncio.Semaphore(max(1, settings.db_pool_max - 1))
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, hasher_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(route.path, wrap(route), name=route.name)

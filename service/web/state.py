@@ -9,7 +9,6 @@ from arq.connections import ArqRedis
 from marshmallow import Schema
 
 from service.core.db import Database
-from service.core.passwords import Hasher
 from service.core.settings import Settings
 from service.web.ratelimit import Decision, RateLimiter
 from service.web.route import Route
@@ -18,7 +17,6 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 ARQ = web.AppKey("arq", ArqRedis)
 LIMITER = web.AppKey("limiter", RateLimiter)
-HASHER = web.AppKey("hasher", Hasher)
 # each policy route's schema, built once from the settings (marshmallow schemas are reusable)
 SCHEMAS = web.AppKey("schemas", dict[str, Schema])
 # Idempotency-Key transactions that may run at once (service/web/idempotency.py says why)

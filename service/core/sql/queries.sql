@@ -130,11 +130,34 @@ UPDATE tasks SET results = results || $2::jsonb, progress_done = $3, updated_at 
 WHERE id = $1;
 
 -- name: finish_task
+-- A completed task keeps no client secret. A failed one keeps those of the items it did
+-- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
+-- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
 UPDATE tasks
 SET status = $2, error = $3, results = results || $4::jsonb,
     progress_done = CASE WHEN $2 = 'completed' THEN progress_total ELSE progress_done END,
+    payload = CASE
+        WHEN $2 = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+        WHEN jsonb_path_exists(payload, '$.items[*] ? (exists(@.password_sealed) || '
+                                        'exists(@.password_hash))')
+            THEN payload || '{"secrets_kept": true}'
+        ELSE payload END,
     finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'processing');
+
+-- name: erase_item_secrets
+-- In the transaction that writes these items' mailboxes (worker/jobs.py).
+UPDATE tasks SET payload = mailprov_erase_secrets(payload, $2::text[]) WHERE id = $1;
+
+-- name: erase_kept_secrets
+-- The sweeper: failed tasks stop keeping their items' secrets after a while (a retry of
+-- them is then refused). From the partial index tasks_secrets_kept_idx.
+UPDATE tasks SET payload = mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+WHERE id IN (SELECT id FROM tasks
+             WHERE status = 'failed' AND payload ? 'secrets_kept'
+               AND finished_at < now() - make_interval(secs => $1)
+             ORDER BY finished_at
+             LIMIT $2);
 
 -- name: stale_tasks
 -- The sweeper's view: queued too long (Redis lost the job), or processing with no sign
@@ -214,6 +237,11 @@ SET status = 'queued', error = NULL, finished_at = NULL, updated_at = now(), att
     progress_done = (SELECT count(*) FROM jsonb_each(results) AS r (k, v)
                      WHERE v ->> 'status' = $2)
 WHERE id = $1 AND status = 'failed'
+  -- an item to run again whose supplied password was erased cannot be made as asked
+  AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(payload -> 'items') AS i (item)
+                  WHERE item ? 'secret_erased'
+                    AND results -> ((item ->> 'local_part') || '@' || domain) ->> 'status'
+                        IS DISTINCT FROM $2)
 RETURNING id, type;
 
 -- Idempotency keys (service/web/idempotency.py); a key lives 24 h, given in seconds.

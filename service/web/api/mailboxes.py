@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from service.core import names
+from service.core import names, secrets
 from service.core.errors import Invalid
 from service.core.store import Row
 from service.web.api import formats
 from service.web.call import Call
-from service.web.state import DB, HASHER, SETTINGS
+from service.web.state import DB, SETTINGS
 
 
 def _quota(requested: int | None, domain: Row) -> int:
@@ -40,24 +40,34 @@ def check_bulk(data: dict[str, Any], domain: Row) -> None:
 
 
 def _item(local_part: str, display_name: str | None, quota_mb: int,
-          password_hash: str | None) -> dict[str, Any]:
-    """One mailbox as a job reads it. No plaintext: a missing hash means 'generate one'."""
+          password_hash: str | None, sealed: str | None) -> dict[str, Any]:
+    """One mailbox as a job reads it. No plaintext: a password the client supplied is
+    sealed (the worker hashes it, with a salt of its own, and erases it); neither a hash
+    nor a password means 'generate one'."""
     item: dict[str, Any] = {"local_part": local_part, "quota_mb": quota_mb}
     if display_name:
         item["display_name"] = display_name
     if password_hash:
         item["password_hash"] = password_hash
+    if sealed:
+        item[secrets.SEALED_PASSWORD] = sealed
     return item
+
+
+def _sealed(call: Call, fields: dict[str, Any]) -> str | None:
+    """The request's `password`, sealed for the worker; None when it sent none. Each seal
+    is a new ciphertext, so the payload does not show which mailboxes share a password."""
+    if "password" not in fields:
+        return None
+    return secrets.seal(call.app[SETTINGS].secret_key, fields["password"])
 
 
 async def create_single(call: Call) -> web.Response:
     domain, params = call.found, call.data["Params"]
     assert domain is not None  # the route's lookup
-    password_hash = params.get("password_hash")
-    if "password" in params:
-        password_hash = await call.app[HASHER].hash(params["password"])
     item = _item(call.data["local_part"], params["display_name"],
-                 _quota(params["quota_mb"], domain), password_hash)
+                 _quota(params["quota_mb"], domain), params.get("password_hash"),
+                 _sealed(call, params))
     task_id = await call.submit("mailbox_single", domain["name"],
                                 {"domain_id": domain["id"], "items": [item]}, 1)
     return web.json_response({"status": "success", "task_id": task_id})
@@ -67,28 +77,20 @@ async def create_bulk(call: Call) -> web.Response:
     domain, data = call.found, call.data
     assert domain is not None  # the route's lookup
     params = data["Params"]
-    hasher = call.app[HASHER]
     if "count" in params:
         quota = _quota(params["quota_mb"], domain)
-        # one shared password is hashed once: the same secret, the same hash
-        shared = params.get("password_hash")
-        if "password" in params:
-            shared = await hasher.hash(params["password"])
         start = params["start"]
         items = [
             _item(names.local_part(f"{data['Email_fullname']}{n}"), params["display_name"],
-                  quota, shared)
+                  quota, params.get("password_hash"), _sealed(call, params))
             for n in range(start, start + params["count"])
         ]
     else:
-        entries = params["mailboxes"]
-        plain = [e["password"] for e in entries if "password" in e]
-        hashed = iter([h for batch in hasher.hash_batches(plain, 16) for h in await batch])
         items = [
             _item(e["local_part"], e["display_name"] or params["display_name"],
                   _quota(e["quota_mb"] or params["quota_mb"], domain),
-                  next(hashed) if "password" in e else e.get("password_hash"))
-            for e in entries
+                  e.get("password_hash"), _sealed(call, e))
+            for e in params["mailboxes"]
         ]
     task_id = await call.submit("mailbox_bulk", domain["name"],
                                 {"domain_id": domain["id"], "items": items}, len(items))
