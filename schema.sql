@@ -127,7 +127,8 @@ CREATE INDEX IF NOT EXISTS tasks_failed_idx ON tasks (id) WHERE status = 'failed
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     account_id   bigint NOT NULL REFERENCES accounts (id),
     key          text NOT NULL,
-    -- SHA-256 of the method, the path and the canonical JSON body without `key`
+    -- HMAC-SHA256 under MAILPROV_SECRET_KEY of the method, the path and the canonical JSON
+    -- body without `key` (the body may hold a password: a plain hash could be guessed at)
     fingerprint  text NOT NULL,
     status       smallint NOT NULL,
     -- the response body as it was sent, so a replay is byte for byte the same
@@ -138,6 +139,11 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 -- the sweeper deletes expired keys oldest first
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
+-- Fingerprints made before they were keyed were a plain SHA-256 of a body that may hold a
+-- password. Each is replaced by a marker that matches any request: for the rest of its
+-- 24 h the key still replays its response (no duplicate task), it just no longer tells a
+-- different body apart.
+UPDATE idempotency_keys SET fingerprint = 'legacy' WHERE fingerprint ~ '^[0-9a-f]{64}$';
 
 -- failed tasks that still keep a client's secret for a retry (the sweeper erases them)
 CREATE INDEX IF NOT EXISTS tasks_secrets_kept_idx ON tasks (finished_at)

@@ -46,6 +46,16 @@ class BadJson(ApiError):
     status = 400
 
 
+class BodyTooDeep(BadJson):
+    """The request body is nested too deeply."""
+
+
+class NotJson(ApiError):
+    """The request body must be sent as JSON (Content-Type: application/json)."""
+
+    status = 415
+
+
 class InvalidApiKey(ApiError):
     """Invalid API key."""
 

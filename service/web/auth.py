@@ -14,12 +14,18 @@ from service.web.route import Lookup
 from service.web.state import DB
 
 
+def bearer(request: web.Request) -> str | None:
+    """The credentials of an `Authorization: Bearer` header; None without one."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
 def presented_key(request: web.Request, key: Any) -> str:
     """The request's key: a Bearer header, else `key` from the body or query string. 401
     when it is missing or malformed."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        key = header[7:].strip()
+    header = bearer(request)
+    if header is not None:
+        key = header
     if not isinstance(key, str) or not accounts.KEY_FORMAT.fullmatch(key):
         raise InvalidApiKey
     return key

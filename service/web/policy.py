@@ -11,8 +11,8 @@ from aiohttp import web
 from service.core.errors import UnauthorizedCaller
 from service.web import idempotency
 from service.web.api.schemas import load
-from service.web.auth import authenticate
-from service.web.body import json_body
+from service.web.auth import authenticate, bearer
+from service.web.body import may_name, parse, raw_body
 from service.web.call import Call
 from service.web.route import Route
 from service.web.state import DB, LIMITER, RATE, SCHEMAS, SETTINGS
@@ -25,8 +25,11 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         return route.handler
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        raw: Mapping[str, Any] = (await json_body(request) if policy.body is not None
-                                  else request.query)
+        raw: Mapping[str, Any] = request.query
+        if policy.body is not None:
+            body = await raw_body(request)
+            # a body that cannot hold a key is not parsed: its 401 costs no more than that
+            raw = parse(body) if bearer(request) or may_name(body, "key") else {}
         call = await authenticate(request, raw, policy.lookup)
         if policy.idempotent and idempotency.HEADER in request.headers:
             return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))

@@ -129,7 +129,9 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         await api.get(route, 401, "A" * 32, caller_id=a_id, task_id=single)
     for route in POSTS:
         await api.post(route, 401, {}, "short")
-        await api.call("POST", route, 400, data=b"[1]")
+        await api.call("POST", route, 400, data=b"[1]", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        await api.call("POST", route, 415, data=b'{"key": "' + key.encode() + b'"}')
         invalid = await api.post(route, 422, {"Domian": "example.com"}, key)
         assert invalid["errors"]["Domian"] == ["Unknown field."]
     # a repeat while the first request with its Idempotency-Key is still being handled

@@ -27,6 +27,7 @@ from swagger_ui_bundle import swagger_ui_path
 from service.core import errors
 from service.core.accounts import KEY_FORMAT
 from service.web.api import responses
+from service.web.body import MAX_DEPTH
 from service.web.middleware import CLIENT_REQUEST_ID
 from service.web.route import Route
 from service.web.state import ROUTES, SCHEMAS, SETTINGS
@@ -70,6 +71,9 @@ the body field `key`, GET endpoints as the query parameter `key`; an
 `Authorization: Bearer <key>` header works on every endpoint instead. A missing, malformed,
 unknown or revoked key gets 401.
 
+**Requests.** A POST body is a JSON object sent as `Content-Type: application/json`
+(else 415), at most 1 MiB (else 413) and 32 levels deep (else 400).
+
 **Errors.** Every error body is `{"status": "error", "reason": "<one sentence>"}`;
 validation errors (422) add `"errors": {"<field>": ["<message>", ...]}`. A failed task's
 422 adds `Task_id`, `task_id`, `domain` and `results`. Unknown top-level body fields are
@@ -107,7 +111,10 @@ def reason(error: type[errors.ApiError]) -> str:
 
 # shared error responses, as components; op-specific ones are written inline below
 ERROR_RESPONSES: dict[str, dict[str, Any]] = {
-    "BadJson": response(f"The body is not a JSON object: {reason(errors.BadJson)}",
+    "BadJson": response(f"The body is not a JSON object ({reason(errors.BadJson)}), or it "
+                        f"nests more than {MAX_DEPTH} levels deep "
+                        f"({reason(errors.BodyTooDeep)}).", responses.Error),
+    "NotJson": response(f"The body is not sent as JSON: {reason(errors.NotJson)}",
                         responses.Error),
     "Unauthorized": response("Missing, malformed, unknown or revoked API key: "
                              f"{reason(errors.InvalidApiKey)}", responses.Error),
@@ -202,7 +209,7 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
         security = GET_SECURITY if route.method == "GET" else POST_SECURITY
         # what the policy can answer, in its order
         if policy.body is not None:
-            errors_.update({"400": "BadJson", "413": "TooLarge"})
+            errors_.update({"400": "BadJson", "413": "TooLarge", "415": "NotJson"})
         errors_["401"] = "Unauthorized"
         if policy.idempotent:
             errors_["409"] = "InFlight"

@@ -7,6 +7,7 @@ query parameters are ignored (cache busters and the like are harmless there).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -104,11 +106,26 @@ class BodySchema(Schema):
 
     # read by auth before validation; declared so it is not an unknown field
     key = fields.Raw(load_only=True)
+    # lists checked for length before any of their items is validated (a 1 MiB list of
+    # bad items would otherwise cost seconds and answer megabytes of errors), as
+    # (dotted path, the setting that bounds it, the message, with {limit})
+    LIST_LIMITS: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(self, *, bulk_max: int = 1000, sub_domains_max: int = 10) -> None:
         super().__init__()
         self.bulk_max = bulk_max
         self.sub_domains_max = sub_domains_max
+
+    @pre_load
+    def _list_lengths_first(self, data: Any, **kwargs: Any) -> Any:
+        for path, limit_name, message in self.LIST_LIMITS:
+            value = data
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            limit = getattr(self, limit_name)
+            if isinstance(value, list) and len(value) > limit:
+                raise ValidationError(message.format(limit=limit), path)
+        return data
 
 
 class StrictSchema(Schema):
@@ -137,9 +154,14 @@ class SubDomainParams(StrictSchema):
     sub_domains = fields.List(Name(names.label), required=True)
 
 
+SUB_DOMAINS_MESSAGE = "Maximum {limit} sub-domains are allowed per request."
+MAILBOXES_MESSAGE = "Give 1 to {limit} mailboxes."
+
+
 class CreateSubDomain(BodySchema):
     Domain = Name(names.domain, required=True)
     Params = fields.Nested(SubDomainParams, required=True)
+    LIST_LIMITS = (("Params.sub_domains", "sub_domains_max", SUB_DOMAINS_MESSAGE),)
 
     @validates_schema
     def _labels(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -147,10 +169,8 @@ class CreateSubDomain(BodySchema):
         if not labels:
             raise ValidationError("At least one sub-domain is required.", "Params.sub_domains")
         if len(labels) > self.sub_domains_max:
-            raise ValidationError(
-                f"Maximum {self.sub_domains_max} sub-domains are allowed per request.",
-                "Params.sub_domains",
-            )
+            raise ValidationError(SUB_DOMAINS_MESSAGE.format(limit=self.sub_domains_max),
+                                  "Params.sub_domains")
         if len(set(labels)) != len(labels):
             raise ValidationError("Sub-domains must not repeat.", "Params.sub_domains")
 
@@ -222,6 +242,7 @@ class CreateMailboxBulk(BodySchema):
     single_bulk = Text(required=True)
     Domain = Name(names.domain, required=True)
     Params = fields.Nested(BulkParams, required=True)
+    LIST_LIMITS = (("Params.mailboxes", "bulk_max", MAILBOXES_MESSAGE),)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -242,7 +263,8 @@ class CreateMailboxBulk(BodySchema):
             return
         items = params["mailboxes"]
         if not 1 <= len(items) <= self.bulk_max:
-            raise ValidationError(f"Give 1 to {self.bulk_max} mailboxes.", "Params.mailboxes")
+            raise ValidationError(MAILBOXES_MESSAGE.format(limit=self.bulk_max),
+                                  "Params.mailboxes")
         parts = [item["local_part"] for item in items]
         if len(set(parts)) != len(parts):
             raise ValidationError("Mailboxes must not repeat.", "Params.mailboxes")
@@ -280,12 +302,22 @@ def flatten(messages: Any, path: str = "") -> dict[str, list[str]]:
     return {path or "body": [str(messages)]}
 
 
+# at most this many fields' messages in one answer (a bulk can have 1,000 bad items)
+MAX_ERROR_FIELDS = 100
+
+
 def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate `data`; raise Invalid (422) with every field's messages."""
+    """Validate `data`; raise Invalid (422) with the messages of each field, of at most
+    MAX_ERROR_FIELDS fields: past that, `error_count` says how many fields were bad."""
     try:
         return schema.load(data)
     except ValidationError as exc:
         errors = flatten(exc.messages)
         # an unknown field is usually a typo, and the cause of the other messages too
         field, texts = min(errors.items(), key=lambda item: item[1] != ["Unknown field."])
-        raise Invalid(f"{field}: {texts[0]}", errors) from None
+        if len(errors) <= MAX_ERROR_FIELDS:
+            raise Invalid(f"{field}: {texts[0]}", errors) from None
+        others = (item for item in errors.items() if item[0] != field)
+        shown = {field: texts, **dict(itertools.islice(others, MAX_ERROR_FIELDS - 1))}
+        raise Invalid(f"{field}: {texts[0]} ({len(errors)} fields are invalid, "
+                      f"{len(shown)} of them listed)", shown, error_count=len(errors)) from None
