@@ -39,13 +39,11 @@ def require_secret_key(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     require_secret_key(settings)
-    from aiohttp import web
-
     from service.web.app import create_app
+    from service.web.server import serve
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, loop=uvloop.new_event_loop(),
-                print=lambda _: log.info("listening on %s:%s", settings.host, settings.port))
+    uvloop.run(serve(create_app(settings), settings.host, settings.port, lambda: log.info(
+        "listening on %s:%s", settings.host, settings.port)))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:

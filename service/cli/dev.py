@@ -26,6 +26,7 @@ from service.core.db import Database
 from service.core.migrate import apply_schema
 from service.core.settings import Settings
 from service.web.app import create_app
+from service.web.server import Runner
 from worker.main import create_worker
 
 log = logging.getLogger("mailprov.dev")
@@ -125,7 +126,7 @@ async def run(settings: Settings, data_dir: Path, local_pg: int, local_redis: in
     try:
         await apply_schema(settings.database_url)
         user_id, key = await demo_key(settings, data_dir)
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        runner = Runner(create_app(settings), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
         worker = create_worker(settings, handle_signals=False)

@@ -21,6 +21,7 @@ from service.web.ops.metrics import METRICS, WebMetrics, observe_middleware
 from service.web.policy import wrap
 from service.web.ratelimit import RateLimiter
 from service.web.routes import ROUTES
+from service.web.server import hide_banner
 from service.web.state import (
     ARQ,
     DB,
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     # sized db_pool_max - 1: service/web/idempotency.py says why
     app[IDEMPOTENCY_SLOTS] = asyncio.Semaphore(max(1, settings.db_pool_max - 1))
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    app.on_response_prepare.append(hide_banner)
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(route.path, wrap(route), name=route.name)
