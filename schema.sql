@@ -19,6 +19,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS api_keys_prefix_idx ON api_keys (prefix);
+-- What a key may do (`mailprov key create --read-only --domains ... --expires ...`): a
+-- read-only key is refused every write; a key with `domains` sees only those domains
+-- (NULL: all of its account's); an expired key is no key. `last_used_at` is written at
+-- most once a minute per key and web process.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS read_only boolean NOT NULL DEFAULT false,
+                     ADD COLUMN IF NOT EXISTS domains text[],
+                     ADD COLUMN IF NOT EXISTS expires_at timestamptz,
+                     ADD COLUMN IF NOT EXISTS last_used_at timestamptz;
 
 -- Filled by `mailprov migrate` from service/core/tasks.py, the one list of task types.
 CREATE TABLE IF NOT EXISTS task_types (

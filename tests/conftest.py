@@ -8,6 +8,8 @@ and its own Redis key prefix; it removes both afterwards and touches nothing els
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import secrets
 import shutil
@@ -23,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from service.core import logs
 from service.core.accounts import create_account
 from service.core.db import Database
 from service.core.migrate import apply_schema
@@ -221,3 +224,17 @@ def url(client: TestClient, route: str) -> str:
 @pytest.fixture
 def make(client: TestClient, db: Database, run_worker: Any) -> Factory:
     return Factory(client, db, run_worker)
+
+
+@pytest.fixture
+def captured():
+    """Every line any logger writes during the test, as the processes write them."""
+    stream = io.StringIO()
+    handler = logs.handler("json", stream)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -69,8 +69,8 @@ async def demo_key(settings: Settings, data_dir: Path) -> tuple[int, str]:
         if path.exists():
             saved = json.loads(path.read_text())
             # a key that does not resolve belongs to another database: make a new one
-            owner = await db.resolve_key(key_hash=accounts.digest(saved["key"]))
-            if owner == saved["user_id"]:
+            live = await db.resolve_key(key_hash=accounts.digest(saved["key"]))
+            if live is not None and live["account_id"] == saved["user_id"]:
                 return saved["user_id"], saved["key"]
         user_id, key = await accounts.create_account(db, "demo")
     _write_private(path, json.dumps({"user_id": user_id, "key": key}))

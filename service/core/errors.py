@@ -68,6 +68,12 @@ class UnauthorizedCaller(ApiError):
     status = 403
 
 
+class ReadOnlyKey(ApiError):
+    """This API key is read-only."""
+
+    status = 403
+
+
 class NotFound(ApiError):
     """Not found."""
 

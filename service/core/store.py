@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -76,9 +77,15 @@ class Store:
 
     # accounts and keys
 
-    async def resolve_key(self, *, key_hash: str) -> int | None:
-        """The account of a live key."""
-        return await self._value("resolve_key", key_hash)
+    async def resolve_key(self, *, key_hash: str) -> Row | None:
+        """A live key: its account_id, key_id, read_only and domains."""
+        return await self._row("resolve_key", key_hash)
+
+    async def touch_key(self, *, key_id: int) -> None:
+        await self._run("touch_key", key_id)
+
+    async def list_keys(self, *, account_id: int) -> list[Row]:
+        return await self._rows("list_keys", account_id)
 
     async def create_account(self, *, name: str) -> int:
         return await self._value("create_account", name)
@@ -86,8 +93,11 @@ class Store:
     async def account_exists(self, *, account_id: int) -> bool:
         return await self._value("account_exists", account_id)
 
-    async def create_api_key(self, *, account_id: int, key_hash: str, prefix: str) -> int:
-        return await self._value("create_api_key", account_id, key_hash, prefix)
+    async def create_api_key(self, *, account_id: int, key_hash: str, prefix: str,
+                             read_only: bool = False, domains: Sequence[str] | None = None,
+                             expires_at: datetime | None = None) -> int:
+        return await self._value("create_api_key", account_id, key_hash, prefix, read_only,
+                                 None if domains is None else list(domains), expires_at)
 
     async def find_keys(self, *, key_hash: str, prefix: str) -> list[Row]:
         return await self._rows("find_keys", key_hash, prefix)
@@ -119,8 +129,11 @@ class Store:
 
     # reads of the MailAPI lists
 
-    async def list_domains(self, *, account_id: int) -> list[Row]:
-        return await self._rows("list_domains", account_id)
+    async def list_domains(self, *, account_id: int,
+                           domains: Sequence[str] | None = None) -> list[Row]:
+        """The account's domains; only those in `domains` when it is given."""
+        return await self._rows("list_domains", account_id,
+                                None if domains is None else list(domains))
 
     async def list_mailboxes(self, *, domain_id: int) -> list[Row]:
         return await self._rows("list_mailboxes", domain_id)

@@ -15,7 +15,8 @@ from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
-from service.web.api.schemas import BodySchema
+from service.web.api.schemas import BodySchema, domain_paths
+from service.web.clients import trusted_networks
 from service.web.middleware import error_middleware
 from service.web.ops.metrics import METRICS, WebMetrics, observe_middleware
 from service.web.policy import wrap
@@ -25,12 +26,17 @@ from service.web.server import hide_banner
 from service.web.state import (
     ARQ,
     DB,
+    DOMAIN_PATHS,
     IDEMPOTENCY_SLOTS,
+    KEY_USES,
     LIMITER,
     SCHEMAS,
     SETTINGS,
+    THROTTLE,
+    TRUSTED_PROXIES,
 )
 from service.web.state import ROUTES as ROUTE_TABLE
+from service.web.throttle import AuthThrottle, KeyUses
 
 log = logging.getLogger("mailprov.web")
 
@@ -67,6 +73,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                     type(exc).__name__)
     app[ARQ] = arq
     app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
+    app[THROTTLE] = AuthThrottle(arq, settings.redis_prefix, settings.auth_failures_per_minute)
     yield
     await arq.aclose()
 
@@ -85,6 +92,9 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTE_TABLE] = {route.name: route for route in ROUTES}
     app[SCHEMAS] = {route.name: _schema(route.policy.schema, settings)
                     for route in ROUTES if route.policy is not None}
+    app[DOMAIN_PATHS] = {name: domain_paths(schema) for name, schema in app[SCHEMAS].items()}
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
+    app[KEY_USES] = KeyUses()
     app[METRICS] = WebMetrics()
     app[DOCUMENT] = {}
     # sized db_pool_max - 1: service/web/idempotency.py says why

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.core.accounts import Grant
 from service.core.queue import enqueue
 from service.core.store import Row, Store
 from service.web.state import ARQ, DB
@@ -25,7 +26,8 @@ class Recording:
 @dataclass
 class Call:
     request: web.Request
-    account_id: int
+    # the caller's key: its account, and what it may do
+    key: Grant
     key_hash: str
     found: Row | None = None
     # the value the lookup read `found` with (None: none yet)
@@ -36,6 +38,10 @@ class Call:
     @property
     def app(self) -> web.Application:
         return self.request.app
+
+    @property
+    def account_id(self) -> int:
+        return self.key.account_id
 
     @property
     def store(self) -> Store:

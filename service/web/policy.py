@@ -8,14 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from service.core.errors import UnauthorizedCaller
+from service.core.errors import DomainNotFound, ReadOnlyKey, UnauthorizedCaller
 from service.web import idempotency
-from service.web.api.schemas import load
+from service.web.api.schemas import load, values_at
 from service.web.auth import authenticate, bearer
 from service.web.body import may_name, parse, raw_body
 from service.web.call import Call
 from service.web.route import Route
-from service.web.state import DB, LIMITER, RATE, SCHEMAS, SETTINGS
+from service.web.state import DB, DOMAIN_PATHS, LIMITER, RATE, SCHEMAS, SETTINGS
 
 
 def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -31,6 +31,8 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
             # a body that cannot hold a key is not parsed: its 401 costs no more than that
             raw = parse(body) if bearer(request) or may_name(body, "key") else {}
         call = await authenticate(request, raw, policy.lookup)
+        if route.writes and call.key.read_only:
+            raise ReadOnlyKey
         if policy.idempotent and idempotency.HEADER in request.headers:
             return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
         return await _proceed(route, call, raw)
@@ -47,21 +49,27 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
     if policy.caller and data["caller_id"] != call.account_id:
         raise UnauthorizedCaller
     # a read counts against its limit whatever it finds; a write only once it is accepted
-    writes = policy.body is not None
-    if not writes:
+    if not route.writes:
         await _count(call, policy.rate)
+    key = call.key
     lookup = policy.lookup
     if lookup is not None:
         wanted = data[lookup.field]
         if call.looked_up != wanted:
             # the raw value could not be read cheaply, yet it validated: read it now
             call.found = await lookup.fetch(request.app[DB], call.key_hash, wanted)
-        if call.found is None or call.found["id"] is None:
+        found = call.found
+        if found is None or found["id"] is None or not key.covers(found[lookup.domain]):
             raise lookup.missing
+    # every domain the request names, wherever its schema has one (a key limited to other
+    # domains is told what it would be told of a domain that does not exist)
+    for path in request.app[DOMAIN_PATHS][route.name]:
+        if not all(key.covers(name) for name in values_at(data, path)):
+            raise lookup.missing if lookup is not None else DomainNotFound
     if policy.check is not None:
         assert call.found is not None
         policy.check(data, call.found)
-    if writes:
+    if route.writes:
         await _count(call, policy.rate)
     return await route.handler(call)
 

@@ -38,22 +38,30 @@ MAILAPI = Face("mailapi", lambda status, reason, extra: {"status": "error", "rea
 class Lookup:
     """What a request names (a task, a domain), read together with its key in one round
     trip. `normalise` reads the raw value cheaply, before validation (None: it cannot);
-    `field` is where the validated value sits. A row whose `id` is NULL is not the
-    account's: `missing` is raised."""
+    `field` is where the validated value sits. `fetch` returns the key's columns
+    (account_id, key_id, read_only, domains; NULL-free when the key is live) with the
+    thing's, whose `id` is NULL when it is not the account's. `domain` is the column of
+    the thing's domain name: a key limited to other domains does not see it. Either way
+    `missing` is raised, so "not yours" reads exactly like "not there"."""
 
     field: str
     normalise: Callable[[Any], Any]
     fetch: Callable[[Store, str, Any], Awaitable[Row | None]]
     missing: type[ApiError]
+    domain: str
 
 
 @dataclass(frozen=True)
 class Policy:
     """What the wrapper does before the handler, in this order: read the JSON `body`,
-    check the key (with the `lookup`), take the Idempotency-Key when `idempotent`,
-    validate against the schema, check `caller_id` when `caller`, raise the lookup's
-    `missing`, run `check`. A read (no body) counts against its `rate` bucket before the
-    lookup's 404, whatever it finds; a write only after every check, once it is accepted."""
+    check the key (with the `lookup`; 401, or 429 past the failed-auth throttle), refuse
+    a write to a read-only key (403), take the Idempotency-Key when `idempotent`, validate
+    against the schema, check `caller_id` when `caller`, raise the lookup's `missing` (also
+    for what is outside the key's domains), refuse any domain the request names that is
+    outside the key's domains (404), run `check`. A read counts against its `rate` bucket
+    before the lookup's 404, whatever it finds; a write only after every check, once it is
+    accepted. A route's handler that lists an account's data filters it by the key's
+    domains (`call.key.domains`)."""
 
     face: Face
     body: type[Schema] | None = None
@@ -87,6 +95,10 @@ class Doc:
     errors: Mapping[str, Any] = field(default_factory=dict)
 
 
+# methods that change nothing; every other is a write, refused to a read-only key
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -96,3 +108,8 @@ class Route:
     handler: Callable[[Any], Awaitable[web.StreamResponse]]
     policy: Policy | None = None
     doc: Doc | None = None
+
+    @property
+    def writes(self) -> bool:
+        """Whether the route changes something (its method says so)."""
+        return self.method not in READS

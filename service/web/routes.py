@@ -35,10 +35,12 @@ async def _key_with_domain(store: Store, key_hash: str, domain: str) -> Row | No
     return await store.resolve_key_with_domain(key_hash=key_hash, domain=domain)
 
 
-TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound)
-DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound)
-PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound)
-LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound)
+TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound, domain="domain")
+DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound, domain="name")
+PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound,
+                domain="name")
+LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound,
+                       domain="name")
 
 
 def _poll(name: str, path: str, handler: Any, summary: str, description: str,
@@ -81,8 +83,8 @@ ROUTES: list[Route] = [
               "inheriting the parent's defaults. At most one successful request per account "
               "and parent domain in any rolling hour.",
               responses.DomainAccepted, "Accepted.",
-              {"429": response(reason(errors.SubDomainRateLimited), responses.Error,
-                               retry_after=True)})),
+              {"429": response(f"{reason(errors.SubDomainRateLimited)}; or "
+                               f"{apidoc.THROTTLED}.", responses.Error, retry_after=True)})),
     Route("POST", f"{API}/create/mailbox/single", "create_mailbox_single",
           mailboxes.create_single,
           Policy(MAILAPI, body=s.CreateMailboxSingle, rate="create_mailbox_single",

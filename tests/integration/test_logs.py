@@ -20,20 +20,6 @@ LIST = {"Email_fullname": "import", "single_bulk": "bulk", "Domain": "example.co
                                   "password_hash": "{SHA512-CRYPT}$6$salt$abcdefghijk"}]}}
 
 
-@pytest.fixture
-def captured():
-    """Every line any logger writes during the test, as the processes write them."""
-    stream = io.StringIO()
-    handler = logs.handler("json", stream)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
-
-
 async def test_a_whole_flow_logs_ids_and_no_secret(make, client, db, settings, captured):
     account_id, key = await make.account()
     await make.domain(key)

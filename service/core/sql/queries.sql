@@ -1,8 +1,18 @@
 -- Every SQL statement mailprov runs, each behind one typed method of service/core/store.py.
 
 -- name: resolve_key
--- Auth: one indexed lookup by the key's SHA-256.
-SELECT account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+-- Auth: one indexed lookup by the key's SHA-256; a live key is neither revoked nor expired.
+SELECT account_id, id AS key_id, read_only, domains FROM api_keys
+WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now());
+
+-- name: touch_key
+-- "Last used": at most once a minute per key, whatever the number of web processes.
+UPDATE api_keys SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+
+-- name: list_keys
+SELECT id, prefix, read_only, domains, created_at, expires_at, last_used_at, revoked_at
+FROM api_keys WHERE account_id = $1 ORDER BY id;
 
 -- name: create_account
 INSERT INTO accounts (name) VALUES ($1) RETURNING id;
@@ -11,7 +21,8 @@ INSERT INTO accounts (name) VALUES ($1) RETURNING id;
 SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1);
 
 -- name: create_api_key
-INSERT INTO api_keys (account_id, key_hash, prefix) VALUES ($1, $2, $3) RETURNING id;
+INSERT INTO api_keys (account_id, key_hash, prefix, read_only, domains, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING id;
 
 -- name: revoke_keys
 -- $1 is a whole key's hash or a prefix; the CLI refuses a prefix matching several keys.
@@ -40,10 +51,11 @@ SELECT $1, $2, $4, $5, $6, $7, task.id FROM task
 RETURNING task_id;
 
 -- name: list_domains
+-- $2: the domains the key is limited to (NULL: all of the account's).
 SELECT d.name, d.status, d.quota_mb, d.created_at, p.name AS parent,
        d.mailbox_count
 FROM domains d LEFT JOIN domains p ON p.id = d.parent_id
-WHERE d.account_id = $1
+WHERE d.account_id = $1 AND ($2::text[] IS NULL OR d.name = ANY ($2::text[]))
 ORDER BY d.name;
 
 -- name: list_mailboxes
@@ -54,16 +66,19 @@ ORDER BY address;
 -- name: resolve_key_with_task
 -- Auth and a task poll in one round trip: the task's columns are NULL when the task is
 -- not this key's account's (or does not exist).
-SELECT k.account_id, t.id, t.type, t.status, t.domain, t.results, t.progress_done,
-       t.progress_total, t.error
+SELECT k.account_id, k.id AS key_id, k.read_only, k.domains,
+       t.id, t.type, t.status, t.domain, t.results, t.progress_done, t.progress_total, t.error
 FROM api_keys k LEFT JOIN tasks t ON t.id = $2 AND t.account_id = k.account_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+  AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: resolve_key_with_domain
 -- Auth and the domain a request names, in one round trip (NULLs: not the account's).
-SELECT k.account_id, d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb
+SELECT k.account_id, k.id AS key_id, k.read_only, k.domains,
+       d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb
 FROM api_keys k LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+  AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: start_task
 -- A finished task returns no row, which makes a second run of its job a no-op.

@@ -30,7 +30,8 @@ from service.web.api import responses
 from service.web.body import MAX_DEPTH
 from service.web.middleware import CLIENT_REQUEST_ID
 from service.web.route import Route
-from service.web.state import ROUTES, SCHEMAS, SETTINGS
+from service.web.state import DOMAIN_PATHS, ROUTES, SCHEMAS, SETTINGS
+from service.web.throttle import AuthThrottled
 
 OPENAPI_VERSION = "3.0.3"  # Swagger UI 4 (swagger-ui-bundle 1.x) renders 3.0, not 3.1
 JSON = "application/json"
@@ -69,7 +70,10 @@ are kept exactly, `Task_id`/`task_id` pair included.
 **Authentication.** An API key is 32 ASCII letters or digits. POST endpoints take it as
 the body field `key`, GET endpoints as the query parameter `key`; an
 `Authorization: Bearer <key>` header works on every endpoint instead. A missing, malformed,
-unknown or revoked key gets 401.
+unknown, revoked or expired key gets 401. An address that fails more key checks than a
+limit in a minute (default 20) gets 429 with `Retry-After` until the minute is over; keys
+that worked before keep working from it. A key may be read-only (403 on every write) or
+limited to some domains (the others are 404, as if they did not exist).
 
 **Requests.** A POST body is a JSON object sent as `Content-Type: application/json`
 (else 415), at most 1 MiB (else 413) and 32 levels deep (else 400).
@@ -109,6 +113,14 @@ def reason(error: type[errors.ApiError]) -> str:
     return f"`{error().reason}`"
 
 
+# any route that checks a key can answer this 429 (service/web/throttle.py)
+THROTTLED = ("too many failed API key checks from this address in the last minute, "
+             f"before any key is looked up: {reason(AuthThrottled)} (its X-RateLimit-* "
+             "headers count failed checks per minute)")
+READ_ONLY = f"The key is read-only: {reason(errors.ReadOnlyKey)}"
+CALLER = f"`caller_id` is not the key's account: {reason(errors.UnauthorizedCaller)}"
+OUT_OF_SCOPE = "the key is limited to other domains"
+
 # shared error responses, as components; op-specific ones are written inline below
 ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "BadJson": response(f"The body is not a JSON object ({reason(errors.BadJson)}), or it "
@@ -116,10 +128,8 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
                         f"({reason(errors.BodyTooDeep)}).", responses.Error),
     "NotJson": response(f"The body is not sent as JSON: {reason(errors.NotJson)}",
                         responses.Error),
-    "Unauthorized": response("Missing, malformed, unknown or revoked API key: "
+    "Unauthorized": response("Missing, malformed, unknown, revoked or expired API key: "
                              f"{reason(errors.InvalidApiKey)}", responses.Error),
-    "Forbidden": response("`caller_id` is not the key's account: "
-                          f"{reason(errors.UnauthorizedCaller)}", responses.Error),
     "TooLarge": response("The body is over the size limit (default 1 MiB).",
                          responses.Error),
     "Invalid": response("Validation failed; `errors` names each field.",
@@ -129,7 +139,8 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
                    responses.Error),
         "headers": _header_refs("Retry-After"),
     },
-    "RateLimited": response("Over the hourly rate limit.", responses.Error, retry_after=True),
+    "RateLimited": response(f"Over the hourly rate limit; or {THROTTLED}", responses.Error,
+                            retry_after=True),
     "Internal": response("Internal error; the reason quotes the request id.",
                          responses.Error),
     "Unavailable": {
@@ -195,9 +206,10 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 
 
 def operation(route: Route, schemas: dict[str, marshmallow.Schema],
-              values: dict[str, Any]) -> dict[str, Any]:
+              values: dict[str, Any], names_domain: bool = False) -> dict[str, Any]:
     """The OpenAPI operation of a route, schemas still as marshmallow objects for apispec.
-    `values` fill the `{setting}` fields of its description."""
+    `values` fill the `{setting}` fields of its description; `names_domain`: the request
+    names a domain (a key limited to other domains gets 404)."""
     doc, policy = route.doc, route.policy
     assert doc is not None
     parameters: list[Any] = ["RequestId"]
@@ -211,16 +223,22 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
         if policy.body is not None:
             errors_.update({"400": "BadJson", "413": "TooLarge", "415": "NotJson"})
         errors_["401"] = "Unauthorized"
+        forbidden = [READ_ONLY] if route.writes else []
+        if policy.caller:
+            forbidden.append(CALLER)
+        if forbidden:
+            errors_["403"] = response("; or ".join(forbidden) + ".", responses.Error)
         if policy.idempotent:
             errors_["409"] = "InFlight"
         errors_["422"] = "Invalid"
-        if policy.caller:
-            errors_["403"] = "Forbidden"
         if policy.lookup is not None:
-            errors_["404"] = response(f"Not the account's: {reason(policy.lookup.missing)}",
-                                      responses.Error)
-        if policy.rate is not None:
-            errors_["429"] = "RateLimited"
+            errors_["404"] = response(f"Not the account's, or {OUT_OF_SCOPE}: "
+                                      f"{reason(policy.lookup.missing)}", responses.Error)
+        elif names_domain:
+            errors_["404"] = response(f"The domain is one {OUT_OF_SCOPE}: "
+                                      f"{reason(errors.DomainNotFound)}", responses.Error)
+        errors_["429"] = "RateLimited" if policy.rate is not None else response(
+            THROTTLED[0].upper() + THROTTLED[1:] + ".", responses.Error, retry_after=True)
         errors_.update({"500": "Internal", "503": "Unavailable"})
         limited = policy.rate is not None
         if policy.query is not None:
@@ -315,7 +333,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             continue
         assert served.resource is not None  # a named route has one
         paths.setdefault(served.resource.canonical, {})[served.method.lower()] = operation(
-            route, schemas, values)
+            route, schemas, values, bool(app[DOMAIN_PATHS].get(route.name)))
     for path, ops in paths.items():
         spec.path(path=path, operations=ops)
     return spec.to_dict()

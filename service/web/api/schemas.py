@@ -288,6 +288,38 @@ class TaskQuery(Schema):
     task_id = fields.Integer(required=True, validate=validate.Range(1, PG_BIGINT_MAX))
 
 
+def domain_paths(schema: Schema) -> list[tuple[str, ...]]:
+    """Where data validated by `schema` names a domain: the paths of its fields that
+    normalise a domain name, through nested schemas and lists (`*`: each item). A key
+    limited to some domains is checked against every name found there (policy.py), so
+    a route added later is checked as soon as its schema has such a field."""
+    return [(name, *rest) for name, field in schema.fields.items()
+            for rest in _domain_paths(field)]
+
+
+def _domain_paths(field: fields.Field) -> list[tuple[str, ...]]:
+    if isinstance(field, Name):
+        return [()] if field.normalise is names.domain else []
+    if isinstance(field, fields.Nested) and isinstance(field.schema, Schema):
+        return domain_paths(field.schema)
+    if isinstance(field, fields.List):
+        return [("*", *rest) for rest in _domain_paths(field.inner)]
+    return []
+
+
+def values_at(data: Any, path: tuple[str, ...]) -> list[Any]:
+    """The values found at `path` in validated data (`*`: each item of a list)."""
+    if not path:
+        return [data]
+    head, rest = path[0], path[1:]
+    if head == "*":
+        return [v for item in data for v in values_at(item, rest)] if isinstance(
+            data, list) else []
+    if isinstance(data, Mapping) and head in data:
+        return values_at(data[head], rest)
+    return []
+
+
 def flatten(messages: Any, path: str = "") -> dict[str, list[str]]:
     """marshmallow's nested messages as {"Params.quota_mb": ["..."]}."""
     if isinstance(messages, Mapping):
