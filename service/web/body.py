@@ -36,11 +36,27 @@ def _deeper_than(raw: bytes, limit: int) -> bool:
     return bool(brackets)
 
 
-def may_name(raw: bytes, member: str) -> bool:
-    """False only when the JSON text certainly has no member named `member` (at any
-    depth): its quoted name does not occur, and no `\\u` escape could spell it. A scan at
-    C speed, so a request that cannot hold a key is refused without parsing its body."""
-    return f'"{member}"'.encode() in raw or b"\\u" in raw
+# a member named "key" (its letters may be \\u escapes) whose value is 32 letters or digits
+# (each of which may be a \\u00XX escape): every way JSON can spell a well-formed API key
+KEY_MEMBER = re.compile(
+    rb'"(?:k|\\u006[bB])(?:e|\\u0065)(?:y|\\u0079)"[ \t\r\n]*:[ \t\r\n]*'
+    rb'"((?:[A-Za-z0-9]|\\u00[0-9A-Fa-f]{2}){32})"')
+ESCAPE = re.compile(rb"\\u00([0-9A-Fa-f]{2})")
+KEY_CHARS = re.compile(r"[A-Za-z0-9]{32}")
+
+
+def key_candidates(raw: bytes, most: int) -> set[str] | None:
+    """Every well-formed API key a `key` member of the JSON text could hold, at any depth,
+    found at C speed without parsing it: the body's top-level key, if it is well formed,
+    is among them. None when there are more than `most` (no real request has)."""
+    found = set()
+    for match in KEY_MEMBER.finditer(raw):
+        value = ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), match[1]).decode("latin-1")
+        if KEY_CHARS.fullmatch(value):
+            found.add(value)
+            if len(found) > most:
+                return None
+    return found
 
 
 def _refuse_constant(name: str) -> Any:

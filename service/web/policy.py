@@ -11,8 +11,8 @@ from aiohttp import web
 from service.core.errors import DomainNotFound, ReadOnlyKey, UnauthorizedCaller
 from service.web import idempotency
 from service.web.api.schemas import load, values_at
-from service.web.auth import authenticate, bearer
-from service.web.body import may_name, parse, raw_body
+from service.web.auth import MAX_CANDIDATES, admit_body, authenticate
+from service.web.body import key_candidates, parse, raw_body
 from service.web.call import Call
 from service.web.route import Route
 from service.web.state import DB, DOMAIN_PATHS, LIMITER, RATE, SCHEMAS, SETTINGS
@@ -28,8 +28,10 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         raw: Mapping[str, Any] = request.query
         if policy.body is not None:
             body = await raw_body(request)
-            # a body that cannot hold a key is not parsed: its 401 costs no more than that
-            raw = parse(body) if bearer(request) or may_name(body, "key") else {}
+            # only a body whose key works is parsed: no request without one costs more
+            # than a scan of its bytes and a key lookup
+            await admit_body(request, key_candidates(body, MAX_CANDIDATES))
+            raw = parse(body)
         call = await authenticate(request, raw, policy.lookup)
         if route.writes and call.key.read_only:
             raise ReadOnlyKey

@@ -53,8 +53,9 @@ class Lookup:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the wrapper does before the handler, in this order: read the JSON `body`,
-    check the key (with the `lookup`; 401, or 429 past the failed-auth throttle), refuse
+    """What the wrapper does before the handler, in this order: read the `body` (its size,
+    content type and depth; parsed only once a key it could hold is found live), check the
+    key (with the `lookup`; 401, or 429 past the failed-auth throttle), refuse
     a write to a read-only key (403), take the Idempotency-Key when `idempotent`, validate
     against the schema, check `caller_id` when `caller`, raise the lookup's `missing` (also
     for what is outside the key's domains), refuse any domain the request names that is

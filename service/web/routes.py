@@ -69,10 +69,10 @@ ROUTES: list[Route] = [
               "Accepted at once; the domain is listed as `pending` until the worker has "
               "provisioned it. A domain can be hosted once per installation.",
               responses.DomainAccepted, "Accepted.",
-              {"409": response("Some account holds the domain already: "
-                               f"{reason(errors.DomainExists)}; or a request with this "
-                               "Idempotency-Key is still being handled (with `Retry-After`).",
-                               responses.Error)})),
+              {"409": apidoc.optional_retry_after(response(
+                  f"Some account holds the domain already: {reason(errors.DomainExists)}; or "
+                  "a request with this Idempotency-Key is still being handled (with "
+                  "`Retry-After`).", responses.Error))})),
     # its limit is one successful request per parent and window, so the handler takes the
     # slot once the parent is known, and gives it back if the task is not recorded
     Route("POST", f"{API}/create/sub-domain", "create_sub_domain", domains.create_sub_domains,

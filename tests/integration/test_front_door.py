@@ -38,11 +38,26 @@ async def test_a_keyless_body_is_refused_without_being_parsed_or_validated(make,
     assert r.status == 200, await r.text()
 
 
-async def test_a_wrong_key_is_refused_before_the_body_is_validated(make, client):
-    await make.account()
+async def test_a_wrong_key_is_refused_before_the_body_is_parsed(make, client):
+    """Only a body whose key works is parsed: a wrong key costs a scan of the bytes and a
+    key lookup, whatever follows it (here, no JSON at all)."""
+    _, key = await make.account()
     body = {**_bulk([{"local_part": "..bad.."}] * 5000), "key": "K" * 32}
     r = await client.post(url(client, "create_mailbox_bulk"), json=body)
     assert r.status == 401, await r.text()
+    broken = b'{"key": "' + b"K" * 32 + b'", "Params": ' + b"[" * 5000
+    for headers in ({}, {"Authorization": "Bearer " + "K" * 32}):
+        r = await client.post(url(client, "create_mailbox_bulk"), data=broken,
+                              headers={**JSON, **headers})
+        assert r.status == 401, await r.text()
+    # with the account's key the same bytes are read, and found not to be JSON
+    r = await client.post(url(client, "create_mailbox_bulk"), data=broken,
+                          headers={**JSON, "Authorization": f"Bearer {key}"})
+    assert r.status == 400, await r.text()
+    # a body naming more keys than any request does is not read either
+    many = json.dumps({f"k{i}": {"key": f"{i:032d}"} for i in range(4)}).encode()
+    r = await client.post(url(client, "create_domain"), data=many, headers=JSON)
+    assert r.status == 401
 
 
 @pytest.mark.parametrize(("route", "body", "field", "message"), [

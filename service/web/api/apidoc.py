@@ -108,6 +108,13 @@ def response(description: str, schema: Any, *, limited: bool = False,
             "headers": _header_refs(*headers)}
 
 
+def optional_retry_after(response: dict[str, Any]) -> dict[str, Any]:
+    """`response` with a `Retry-After` that only some of its cases carry."""
+    header = {**HEADERS["Retry-After"], "required": False,
+              "description": "Seconds to wait before trying again, when trying again helps."}
+    return {**response, "headers": {**response["headers"], "Retry-After": header}}
+
+
 def reason(error: type[errors.ApiError]) -> str:
     """An error's message, quoted for a description."""
     return f"`{error().reason}`"
