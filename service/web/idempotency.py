@@ -73,9 +73,12 @@ def parse_key(raw: str) -> str:
     return key
 
 
-def fingerprint(secret_key: str, method: str, path: str, body: Mapping[str, Any]) -> str:
+def fingerprint(secret_key: str, method: str, path: str, body: Mapping[str, Any],
+                domains: frozenset[str] | None = None) -> str:
     """What makes two requests "the same": method, path and body, less the API key (a
-    repeat may authenticate with another key of the account, or with a header).
+    repeat may authenticate with another key of the account, or with a header), and the
+    domains the key is limited to: a key that does not see a domain never gets the replay
+    of a request another key of the account made on it.
 
     An HMAC under MAILPROV_SECRET_KEY, not a plain hash: the body may hold a password, and
     a plain hash kept for 24 h would let anyone who reads the table test guesses of it at
@@ -83,7 +86,8 @@ def fingerprint(secret_key: str, method: str, path: str, body: Mapping[str, Any]
     canonical JSON never recurses far.)"""
     canonical = json.dumps({k: v for k, v in body.items() if k != "key"}, sort_keys=True,
                            separators=(",", ":"))
-    digest = secrets.fingerprint(secret_key, f"{method} {path}\n{canonical}".encode())
+    scope = "*" if domains is None else ",".join(sorted(domains))
+    digest = secrets.fingerprint(secret_key, f"{method} {path} {scope}\n{canonical}".encode())
     return f"{FINGERPRINT_PREFIX}{digest}"
 
 
@@ -93,7 +97,8 @@ async def run(call: Call, body: Mapping[str, Any],
     request, account_id = call.request, call.account_id
     key = parse_key(request.headers[HEADER])
     app = request.app
-    digest = fingerprint(app[SETTINGS].secret_key, request.method, request.path, body)
+    digest = fingerprint(app[SETTINGS].secret_key, request.method, request.path, body,
+                         call.key.domains)
     try:
         async with app[IDEMPOTENCY_SLOTS], app[DB].transaction() as store:
             if not await store.idempotency_lock(account_id=account_id, key=key):

@@ -94,6 +94,9 @@ class Doc:
     ok: Any
     ok_text: str = "Success."
     errors: Mapping[str, Any] = field(default_factory=dict)
+    # a request body the route accepts (without its `key`), for the document and the
+    # tests: its domain is example.com (every route with a body has one; a test checks it)
+    example: Mapping[str, Any] | None = None
 
 
 # methods that change nothing; every other is a write, refused to a read-only key

@@ -68,8 +68,9 @@ ROUTES: list[Route] = [
           Doc("domains", "Create a domain",
               "Accepted at once; the domain is listed as `pending` until the worker has "
               "provisioned it. A domain can be hosted once per installation.",
-              responses.DomainAccepted, "Accepted.",
-              {"409": apidoc.optional_retry_after(response(
+              responses.DomainAccepted, "Accepted.", example={
+                  "Domain": "example.com", "Params": {"quota_mb": 10240, "max_mailboxes": 100}},
+              errors={"409": apidoc.optional_retry_after(response(
                   f"Some account holds the domain already: {reason(errors.DomainExists)}; or "
                   "a request with this Idempotency-Key is still being handled (with "
                   "`Retry-After`).", responses.Error))})),
@@ -82,8 +83,9 @@ ROUTES: list[Route] = [
               "1 to {sub_domains_max} labels; each becomes a domain of the account "
               "inheriting the parent's defaults. At most one successful request per account "
               "and parent domain in any rolling hour.",
-              responses.DomainAccepted, "Accepted.",
-              {"429": response(f"{reason(errors.SubDomainRateLimited)}; or "
+              responses.DomainAccepted, "Accepted.", example={
+                  "Domain": "example.com", "Params": {"sub_domains": ["team", "support"]}},
+              errors={"429": response(f"{reason(errors.SubDomainRateLimited)}; or "
                                f"{apidoc.THROTTLED}.", responses.Error, retry_after=True)})),
     Route("POST", f"{API}/create/mailbox/single", "create_mailbox_single",
           mailboxes.create_single,
@@ -95,7 +97,9 @@ ROUTES: list[Route] = [
               "be `single`; `Params` is required (`{{}}` is fine). Without `password` or "
               "`password_hash` a strong password is generated and shown by "
               "get/mailbox/single.",
-              responses.MailboxAccepted, "Accepted.")),
+              responses.MailboxAccepted, "Accepted.", example={
+                  "Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
+                  "Params": {"display_name": "John Doe", "quota_mb": 1024}})),
     Route("POST", f"{API}/create/mailbox/bulk", "create_mailbox_bulk", mailboxes.create_bulk,
           Policy(MAILAPI, body=s.CreateMailboxBulk, rate="create_mailbox_bulk",
                  idempotent=True, lookup=DOMAIN, check=mailboxes.check_bulk,
@@ -104,7 +108,9 @@ ROUTES: list[Route] = [
               "Either `Params.count` (1 to {bulk_max}) mailboxes named `Email_fullname` plus "
               "a number counting from `Params.start`, or `Params.mailboxes`, a list of 1 to "
               "{bulk_max} mailboxes. `single_bulk` must be `bulk`.",
-              responses.MailboxAccepted, "Accepted.")),
+              responses.MailboxAccepted, "Accepted.", example={
+                  "Email_fullname": "team", "single_bulk": "bulk", "Domain": "example.com",
+                  "Params": {"count": 25, "quota_mb": 512}})),
     Route("GET", f"{API}/list/mailbox", "list_mailbox", mailboxes.list_mailboxes,
           Policy(MAILAPI, query=s.ListMailboxQuery, rate="get", caller=True,
                  lookup=LISTED_DOMAIN),

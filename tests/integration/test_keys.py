@@ -193,3 +193,25 @@ async def test_serve_names_a_trusted_proxy_that_is_not_one(settings, setting):
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert "MAILPROV_TRUSTED_PROXIES" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_a_limited_key_never_gets_the_replay_of_a_request_outside_its_domains(
+        make, client, db):
+    account_id, key = await make.account()
+    for name in ("a.example", "b.example"):
+        await make.domain(key, name)
+    limited = await create_key(db, account_id, Scope(domains=frozenset({"a.example"})))
+    body = {**BODIES["create_mailbox_single"], "Domain": "b.example"}
+    path = url(client, "create_mailbox_single")
+    first = await client.post(path, json={**body, "key": key},
+                              headers={"Idempotency-Key": "k-1"})
+    assert first.status == 200
+    again = await client.post(path, json={**body, "key": limited},
+                              headers={"Idempotency-Key": "k-1"})
+    assert again.status == 422 and "Idempotent-Replayed" not in again.headers
+    assert str((await first.json())["task_id"]) not in await again.text()
+    # a key with the same power as the first does get it
+    other = await create_key(db, account_id)
+    replay = await client.post(path, json={**body, "key": other},
+                               headers={"Idempotency-Key": "k-1"})
+    assert replay.headers["Idempotent-Replayed"] == "true"

@@ -20,6 +20,7 @@ from referencing.jsonschema import DRAFT4
 from service.core.settings import Settings
 from service.web.api.apidoc import ASSET_ROUTE, build_spec
 from service.web.app import create_app
+from service.web.state import ROUTES, SCHEMAS
 
 DOC_URI = "urn:mailprov:openapi"
 
@@ -205,3 +206,17 @@ def test_every_write_documents_the_read_only_403_and_every_route_the_throttle(do
             if method != "get":
                 assert "read-only" in _resolved(doc, responses["403"])["description"], path
                 assert "415" in responses, path
+
+
+def test_every_route_with_a_body_has_an_example_it_accepts():
+    """The example is what the document shows, and what the tenant matrix sends
+    (tests/integration/test_tenants.py): each is valid for its route's schema."""
+    app = _app()
+    for route in app[ROUTES].values():
+        if route.policy is None or route.policy.body is None:
+            continue
+        assert route.doc is not None and route.doc.example is not None, route.name
+        assert "example.com" in str(route.doc.example), route.name
+        app[SCHEMAS][route.name].load(dict(route.doc.example))
+        body = _doc()["paths"][str(app.router[route.name].url_for())]["post"]["requestBody"]
+        assert body["content"]["application/json"]["example"] == route.doc.example

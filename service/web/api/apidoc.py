@@ -263,8 +263,10 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
         "security": security,
     }
     if policy is not None and policy.body is not None:
-        result["requestBody"] = {"required": True,
-                                 "content": {JSON: {"schema": schemas[route.name]}}}
+        content: dict[str, Any] = {"schema": schemas[route.name]}
+        if doc.example is not None:
+            content["example"] = dict(doc.example)
+        result["requestBody"] = {"required": True, "content": {JSON: content}}
     return copy.deepcopy(result)  # apispec resolves schemas in place
 
 
