@@ -143,6 +143,11 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         assert refused["reason"] == "This API key is read-only."
     await api.post("create_domain", 404, {"Domain": "elsewhere.example"}, limited)
     await api.get("list_mailbox", 200, limited, caller_id=a_id, domain="example.com")
+    # a replay answers from the record: no rate-limit headers, and still as documented
+    for _ in range(2):
+        replay = await api.call("POST", "create_mailbox_bulk", 200,
+                                json={**TEAM, "key": key}, headers={"Idempotency-Key": "rp"})
+    assert replay["task_id"]
     # a repeat while the first request with its Idempotency-Key is still being handled
     # (its lock held here the way a request being handled holds it)
     async with db.transaction() as q:

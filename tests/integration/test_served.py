@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +45,18 @@ class Served:
         return int(status_line.split()[1]), headers, body
 
 
-@pytest.fixture
-async def served(settings, tmp_path: Path) -> AsyncIterator[Served]:
+@asynccontextmanager
+async def serving(settings, log_path: Path, **env: str) -> AsyncIterator[Served]:
+    """`mailprov serve` on a free port, against the test's database and Redis prefix, its
+    log in `log_path`; stopped with SIGTERM, as a platform stops it, which must end it
+    cleanly."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": settings.database_url,
-           "REDIS_URL": settings.redis_url, "MAILPROV_REDIS_PREFIX": settings.redis_prefix,
-           "PORT": str(port), "MAILPROV_HOST": "127.0.0.1"}
-    log_path = tmp_path / "serve.log"
+    full_env = {**os.environ, "DATABASE_URL": settings.database_url,
+                "REDIS_URL": settings.redis_url, "MAILPROV_REDIS_PREFIX": settings.redis_prefix,
+                "PORT": str(port), "MAILPROV_HOST": "127.0.0.1", **env}
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.cli", "serve", cwd=ROOT, env=env,
+            sys.executable, "-m", "service.cli", "serve", cwd=ROOT, env=full_env,
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
     served = Served(port, log_path)
     try:
@@ -68,6 +71,12 @@ async def served(settings, tmp_path: Path) -> AsyncIterator[Served]:
         await asyncio.wait_for(proc.wait(), 30)
     assert proc.returncode == 0, served.log()
     assert "Traceback" not in served.log()
+
+
+@pytest.fixture
+async def served(settings, tmp_path: Path) -> AsyncIterator[Served]:
+    async with serving(settings, tmp_path / "serve.log") as running:
+        yield running
 
 
 # a key in a request line aiohttp cannot parse: right after it, a `_` (no word boundary),

@@ -108,11 +108,17 @@ def response(description: str, schema: Any, *, limited: bool = False,
             "headers": _header_refs(*headers)}
 
 
+def _optional(response: dict[str, Any], names: tuple[str, ...], when: str) -> dict[str, Any]:
+    """`response` with headers `names` that only some of its cases carry (`when`)."""
+    headers = {name: {**HEADERS[name], "required": False,
+                      "description": f"{HEADERS[name]['description']} {when}"}
+               for name in names}
+    return {**response, "headers": {**response["headers"], **headers}}
+
+
 def optional_retry_after(response: dict[str, Any]) -> dict[str, Any]:
     """`response` with a `Retry-After` that only some of its cases carry."""
-    header = {**HEADERS["Retry-After"], "required": False,
-              "description": "Seconds to wait before trying again, when trying again helps."}
-    return {**response, "headers": {**response["headers"], "Retry-After": header}}
+    return _optional(response, ("Retry-After",), "Only when trying again helps.")
 
 
 def reason(error: type[errors.ApiError]) -> str:
@@ -255,7 +261,11 @@ def operation(route: Route, schemas: dict[str, marshmallow.Schema],
     errors_.update(doc.errors)
     limited = limited or "429" in doc.errors
     ok = doc.ok if isinstance(doc.ok, dict) and "description" in doc.ok else response(
-        doc.ok_text, doc.ok, limited=limited)
+        doc.ok_text, doc.ok, limited=limited and not (policy and policy.idempotent))
+    if limited and policy is not None and policy.idempotent:
+        # a replay of an Idempotency-Key answers from the record, counting against no limit
+        ok = _optional(ok, RATE_HEADERS, "Absent on a replay (`Idempotent-Replayed: true`), "
+                                         "which counts against no limit.")
     result: dict[str, Any] = {
         "operationId": route.name, "tags": [doc.tag], "summary": doc.summary,
         "description": doc.description.format(**values), "parameters": parameters,
