@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS tasks (
                     CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
     domain          text NOT NULL,
     -- what the job needs. A password a client supplies waits here only sealed (AES-GCM
-    -- under MAILPROV_SECRET_KEY), and is erased with any supplied hash by the transaction
-    -- that writes its mailbox (mailprov_erase_secrets, finish_task)
+    -- under MAILPROV_SECRET_KEY), erased by the transaction that writes its mailbox; a
+    -- completed task keeps no supplied password or hash (mailprov_erase_secrets)
     payload         jsonb NOT NULL,
     results         jsonb NOT NULL DEFAULT '{}',
     progress_done   integer NOT NULL DEFAULT 0,

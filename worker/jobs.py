@@ -172,11 +172,10 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     single = task["type"] == "mailbox_single"
     recorded = task["results"]
     pending = [i for i in task["payload"]["items"] if _address(i, domain) not in recorded]
-    # items whose payload holds a secret (a sealed password, a supplied hash) until written
-    kept = {_address(i, domain) for i in pending
-            if "password_hash" in i or secrets.SEALED_PASSWORD in i}
+    # items whose password is sealed in the payload until their mailbox is written
+    sealed = {_address(i, domain) for i in pending if secrets.SEALED_PASSWORD in i}
     generated = {_address(i, domain): passwords.generate() for i in pending
-                 if _address(i, domain) not in kept}
+                 if _address(i, domain) not in sealed and "password_hash" not in i}
     plain = _secrets_to_hash(settings, pending, domain, generated)
     # each chunk rewrites the task's results so far: a bounded number of chunks (~10) keeps
     # that work proportional to the task's size, so a 10 000-mailbox task stays linear
@@ -199,11 +198,11 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
                          if a not in already]
                 results = await _write_chunk(store, task_id, domain_id, fresh)
                 written = [i["local_part"] for i, a in fresh
-                           if a in kept and results[a]["status"] == CREATED]
+                           if a in sealed and results[a]["status"] == CREATED]
                 if written:
-                    # the supplied passwords and hashes of the mailboxes just written leave
-                    # the payload in the transaction that wrote them (the others stay for
-                    # a retry until the task ends: finish_task)
+                    # the sealed passwords of the mailboxes just written leave the payload
+                    # in the transaction that wrote them; the rest, and hashes a client
+                    # supplied, stay until the task ends (finish_task), for a retry
                     await store.erase_item_secrets(task_id=task_id, local_parts=written)
                 shown = {a: r for a, r in results.items()
                          if r["status"] == CREATED and a in generated}

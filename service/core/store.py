@@ -179,7 +179,8 @@ class Store:
         await self._run("finish_task", task_id, status, error, results or {})
 
     async def erase_item_secrets(self, *, task_id: int, local_parts: Sequence[str]) -> None:
-        """Strip the supplied passwords and hashes of these items from the task's payload."""
+        """Strip the client's secrets (a sealed password, a hash) of these items from the
+        task's payload."""
         await self._run("erase_item_secrets", task_id, list(local_parts))
 
     async def erase_kept_secrets(self, *, after_s: int, limit: int) -> None:

@@ -19,6 +19,7 @@ from tests.conftest import url
 from tests.integration.test_recovery import WorkerProcess, until
 
 DOMAIN = {"quota_mb": 10**6, "max_mailboxes": 5000, "default_mailbox_quota_mb": 1}
+GIVEN = passwords.hash_password("a migrated secret", 1, 1024)
 
 
 def bulk(passwords_by_local_part: dict[str, str], domain: str = "example.com") -> dict:
@@ -90,16 +91,20 @@ async def test_secrets_stay_only_as_long_as_a_retry_may_need_them(make, db, sett
     arq = make.client.app[ARQ]
     _, key = await make.account()
     await make.domain(key, max_mailboxes=2)
-    # completed, with one item refused for the limit: no secret kept at all
-    r = await make.post("create_mailbox_bulk",
-                        bulk({"ann": "anns secret 1", "bob": "bobs secret 1",
-                              "cat": "cats secret 1"}), key)
+    # completed, with one item refused for the limit: no secret kept at all, neither a
+    # sealed password nor a hash the client supplied
+    body = bulk({"ann": "anns secret 1", "bob": "bobs secret 1", "cat": "cats secret 1"})
+    body["Params"]["mailboxes"][1] = {"local_part": "bob", "password_hash": GIVEN}
+    r = await make.post("create_mailbox_bulk", body, key)
     done = (await r.json())["task_id"]
     await run_worker()
     results = (await make.task(key, done))[1]["results"]
     assert results["cat@example.com"]["status"] == "Mailbox limit reached."
+    assert await db.pool.fetchval("SELECT password_hash FROM mailboxes WHERE local_part = "
+                                  "'bob'") == GIVEN
     text = json.dumps(await _payload(db, done))
     assert secrets.SEALED_PASSWORD not in text and "secrets_kept" not in text
+    assert "password_hash" not in text and GIVEN not in text
 
     # failed for the limit: its password stays sealed, so a retry makes it as asked
     dan = {"Email_fullname": "dan", "single_bulk": "single", "Domain": "example.com",

@@ -152,11 +152,11 @@ UPDATE tasks
 SET status = $2, error = $3, results = results || $4::jsonb,
     progress_done = CASE WHEN $2 = 'completed' THEN progress_total ELSE progress_done END,
     payload = CASE
+        WHEN NOT jsonb_path_exists(payload, '$.items[*] ? (exists(@.password_sealed) || '
+                                            'exists(@.password_hash))')
+            THEN payload - 'secrets_kept'
         WHEN $2 = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
-        WHEN jsonb_path_exists(payload, '$.items[*] ? (exists(@.password_sealed) || '
-                                        'exists(@.password_hash))')
-            THEN payload || '{"secrets_kept": true}'
-        ELSE payload END,
+        ELSE payload || '{"secrets_kept": true}' END,
     finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'processing');
 
