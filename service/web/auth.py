@@ -52,8 +52,9 @@ def _cheap(lookup: Lookup, value: Any) -> Any:
         return None
 
 
-def _refused(request: web.Request) -> InvalidApiKey:
-    request.app[METRICS].auth_failures.inc()
+def _refused(request: web.Request, counted: bool) -> InvalidApiKey:
+    if counted:
+        request.app[METRICS].auth_failures.inc()
     return InvalidApiKey()
 
 
@@ -78,22 +79,23 @@ async def admit_body(request: web.Request, candidates: set[str] | None) -> None:
     uses = request.app[KEY_USES]
     if any(uses.recent(accounts.digest(c)) for c in tried):
         return
-    refused = None
-    for candidate in tried or [""]:
+    attempts = tried or [""]
+    for n, candidate in enumerate(attempts, 1):
         try:
-            await authenticate(request, {"key": candidate}, None)
+            # the metric counts the request's one 401, not each candidate's
+            await authenticate(request, {"key": candidate}, None, last=n == len(attempts))
             return
-        except InvalidApiKey as exc:
-            refused = exc
-    assert refused is not None
-    raise refused
+        except InvalidApiKey:
+            if n == len(attempts):
+                raise
 
 
 async def authenticate(request: web.Request, raw: Mapping[str, Any],
-                       lookup: Lookup | None) -> Call:
+                       lookup: Lookup | None, *, last: bool = True) -> Call:
     """The call of the request's key; 401 when the key is not a live one, 429 when its
     address failed too often. With a lookup whose value can be read from the raw input,
-    the key and what it names are read in one round trip."""
+    the key and what it names are read in one round trip. `last`: a 401 from here is the
+    request's answer (it counts in the metrics)."""
     app = request.app
     presented = presented_key(request, raw.get("key"))
     key_hash = None if presented is None else accounts.digest(presented)
@@ -108,7 +110,7 @@ async def authenticate(request: web.Request, raw: Mapping[str, Any],
             app[METRICS].auth_throttled.inc()
             raise
     if key_hash is None:
-        raise _refused(request)
+        raise _refused(request, last)
     db = app[DB]
     target = None if lookup is None else _cheap(lookup, raw.get(lookup.field))
     if lookup is not None and target is not None:
@@ -120,7 +122,7 @@ async def authenticate(request: web.Request, raw: Mapping[str, Any],
         if recent:  # it worked a moment ago: revoked or expired since
             uses.forget(key_hash)
             await throttle.failed(client)
-        raise _refused(request)
+        raise _refused(request, last)
     grant = Grant.of(row)
     if not recent:
         await db.touch_key(key_id=grant.key_id)
