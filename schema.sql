@@ -22,6 +22,19 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS api_keys_prefix_idx ON api_keys (prefix);
+-- What a key may do (`mailprov key create --read-only --domains ... --expires ...`): a
+-- read-only key is refused every write; a key with `domains` sees only those domains
+-- (NULL: all of its account's); an expired key is no key. `last_used_at` is written at
+-- most once a minute per key and web process.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS read_only boolean NOT NULL DEFAULT false,
+                     ADD COLUMN IF NOT EXISTS domains text[],
+                     ADD COLUMN IF NOT EXISTS expires_at timestamptz,
+                     ADD COLUMN IF NOT EXISTS last_used_at timestamptz;
+-- The keys that authenticate: neither revoked nor expired. Every query that checks a key
+-- reads it here, so "live" is said once (the view is inlined: still one index lookup).
+CREATE OR REPLACE VIEW live_keys AS
+SELECT id AS key_id, account_id, key_hash, read_only, domains FROM api_keys
+WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now());
 
 -- Filled by `mailprov migrate` from service/core/tasks.py, the one list of task types.
 CREATE TABLE IF NOT EXISTS task_types (
@@ -35,7 +48,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     status          text NOT NULL DEFAULT 'queued'
                     CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
     domain          text NOT NULL,
-    -- what the job needs; never a plaintext password (those are hashed before insert)
+    -- what the job needs. A password a client supplies waits here only sealed (AES-GCM
+    -- under MAILPROV_SECRET_KEY), erased by the transaction that writes its mailbox; a
+    -- completed task keeps no supplied password or hash (mailprov_erase_secrets)
     payload         jsonb NOT NULL,
     results         jsonb NOT NULL DEFAULT '{}',
     progress_done   integer NOT NULL DEFAULT 0,
@@ -132,7 +147,8 @@ CREATE INDEX IF NOT EXISTS tasks_failed_idx ON tasks (id) WHERE status = 'failed
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     account_id   bigint NOT NULL REFERENCES accounts (id),
     key          text NOT NULL,
-    -- SHA-256 of the method, the path and the canonical JSON body without `key`
+    -- HMAC-SHA256 under MAILPROV_SECRET_KEY of the method, the path and the canonical JSON
+    -- body without `key` (the body may hold a password: a plain hash could be guessed at)
     fingerprint  text NOT NULL,
     status       smallint NOT NULL,
     -- the response body as it was sent, so a replay is byte for byte the same
@@ -316,3 +332,35 @@ CREATE OR REPLACE VIEW mail_virtual_aliases AS
 SELECT address, goto FROM mail_aliases
 UNION ALL
 SELECT address, address FROM mail_mailboxes;
+-- Fingerprints made before they were keyed were a plain SHA-256 of a body that may hold a
+-- password. Each is replaced by a marker that matches any request: for the rest of its
+-- 24 h the key still replays its response (no duplicate task), it just no longer tells a
+-- different body apart.
+UPDATE idempotency_keys SET fingerprint = 'legacy' WHERE fingerprint ~ '^[0-9a-f]{64}$';
+
+-- failed tasks that still keep a client's secret for a retry (the sweeper erases them)
+CREATE INDEX IF NOT EXISTS tasks_secrets_kept_idx ON tasks (finished_at)
+    WHERE status = 'failed' AND payload ? 'secrets_kept';
+
+-- A mailbox task's items, and a mailbox change's `changes`, keep a client's secret
+-- (`password_sealed`, `password_hash`) only until their mailbox is written. This strips it
+-- from the items named in `local_parts` (NULL: every item; a change has no items) and marks
+-- each item it stripped with `secret_erased`, so that a retry can tell the items it could
+-- no longer create as they were asked for. A payload with no secret comes back as it was.
+CREATE OR REPLACE FUNCTION mailprov_erase_secrets(payload jsonb, local_parts text[])
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+    WHEN jsonb_typeof(payload -> 'items') = 'array' THEN jsonb_set(payload, '{items}', (
+        SELECT coalesce(jsonb_agg(
+                   CASE WHEN (item ? 'password_sealed' OR item ? 'password_hash')
+                             AND (local_parts IS NULL OR item ->> 'local_part' = ANY (local_parts))
+                        THEN item - '{password_sealed,password_hash}'::text[]
+                             || '{"secret_erased": true}'
+                        ELSE item END ORDER BY n), '[]')
+        FROM jsonb_array_elements(payload -> 'items') WITH ORDINALITY AS i (item, n)))
+    WHEN jsonb_typeof(payload -> 'changes') = 'object'
+         AND (payload -> 'changes' ? 'password_sealed' OR payload -> 'changes' ? 'password_hash')
+        THEN jsonb_set(payload, '{changes}', (payload -> 'changes')
+                       - '{password_sealed,password_hash}'::text[] || '{"secret_erased": true}')
+    ELSE payload END
+$$;

@@ -1,4 +1,5 @@
-"""`python -m bench all|enqueue|poll|latency|worker|bulk|growth|lifecycle [--quick] [--out FILE]`
+"""`python -m bench SCENARIO [--quick] [--out FILE]`: all, enqueue, poll, latency, worker, bulk,
+growth, lifecycle or front.
 
 Starts its own Postgres and Redis (embedded, on free loopback ports, in a temporary
 directory), runs mailprov's web and worker as separate processes against them, measures
@@ -23,10 +24,12 @@ from pathlib import Path
 import aiohttp
 
 from bench import report
+from bench.front import FRONT
 from bench.scenarios import FULL, QUICK, SCENARIOS, Context, Row
 from bench.servers import BENCH_ENV, Stack
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+ALL = {**SCENARIOS, **FRONT}
 
 
 def say(message: str) -> None:
@@ -47,7 +50,7 @@ async def run(names: list[str], quick: bool, out: Path, profile_dir: Path | None
             say(f"{name} ...")
             started = time.monotonic()
             try:
-                found = await SCENARIOS[name](ctx)
+                found = await ALL[name](ctx)
             except Exception as exc:
                 broken += 1
                 traceback.print_exc()
@@ -74,13 +77,13 @@ async def run(names: list[str], quick: bool, out: Path, profile_dir: Path | None
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["all", *SCENARIOS])
+    p.add_argument("scenario", choices=["all", *ALL])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record py-spy profiles of web and worker into DIR")
     args = p.parse_args()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = list(ALL) if args.scenario == "all" else [args.scenario]
     command = "python -m bench " + " ".join(sys.argv[1:])
     raise SystemExit(asyncio.run(run(names, args.quick, args.out, args.profile, command)))
 

@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -333,7 +334,8 @@ class Cluster:
         self.database_url = urlunsplit(parts._replace(path="/mailprov"))
         base = {k: v for k, v in os.environ.items()
                 if k not in ("DATABASE_URL", "REDIS_URL", "PORT")}
-        self.env = {**base, **PROCESS_ENV, "DATABASE_URL": self.database_url,
+        self.env = {**base, **PROCESS_ENV, "MAILPROV_SECRET_KEY": secrets.token_urlsafe(32),
+                    "DATABASE_URL": self.database_url,
                     "REDIS_URL": self.servers.redis_url, "PORT": str(self.web_port)}
 
     @property

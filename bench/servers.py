@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -275,8 +276,9 @@ class Stack:
         database_url = urlunsplit(parts._replace(path=f"/{database}"))
         redis_url = f"redis://127.0.0.1:{self.servers.redis_port}/{next(self._redis_dbs)}"
         base = {k: v for k, v in os.environ.items() if k not in FOREIGN}
-        full_env = {**base, **BENCH_ENV, **env, "DATABASE_URL": database_url,
-                    "REDIS_URL": redis_url}
+        # the secret is not in BENCH_ENV, which the report prints
+        full_env = {**base, **BENCH_ENV, "MAILPROV_SECRET_KEY": secrets.token_urlsafe(32),
+                    **env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
         migrate = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "service.cli", "migrate", cwd=ROOT, env=full_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

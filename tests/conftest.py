@@ -8,6 +8,8 @@ and its own Redis key prefix; it removes both afterwards and touches nothing els
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import secrets
 import shutil
@@ -23,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from service.core import logs
 from service.core.accounts import create_account
 from service.core.db import Database
 from service.core.migrate import apply_schema
@@ -35,6 +38,10 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 # cheap hashing keeps a 1000-mailbox test fast; the format and verification are the same
 TEST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+# MAILPROV_SECRET_KEY for the session; every process a test starts (serve, worker)
+# inherits it, as a deployment's processes share theirs
+os.environ.setdefault("MAILPROV_SECRET_KEY", secrets.token_urlsafe(32))
+SECRET_KEY = os.environ["MAILPROV_SECRET_KEY"]
 
 
 @dataclass
@@ -116,7 +123,8 @@ async def settings(backends: Backends, template_db: str) -> AsyncIterator[Settin
     finally:
         await db.close()
     yield Settings(database_url=dsn, redis_url=backends.redis_url,
-                   redis_prefix=f"mailprov-test:{token}:", **TEST_ARGON2)
+                   redis_prefix=f"mailprov-test:{token}:", secret_key=SECRET_KEY,
+                   **TEST_ARGON2)
     await _cleanup(backends, name, dsn, f"mailprov-test:{token}:")
 
 
@@ -243,3 +251,17 @@ def url(client: TestClient, route: str, **parts: Any) -> str:
 @pytest.fixture
 def make(client: TestClient, db: Database, run_worker: Any) -> Factory:
     return Factory(client, db, run_worker)
+
+
+@pytest.fixture
+def captured():
+    """Every line any logger writes during the test, as the processes write them."""
+    stream = io.StringIO()
+    handler = logs.handler("json", stream)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)

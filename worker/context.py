@@ -3,7 +3,7 @@ worker's resources live in it under one key (procrastinate's JobContext, in arq'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 from service.core.db import Database
 from service.core.passwords import Hasher
 from service.core.settings import Settings
+from worker.hashing import FairHasher
 from worker.metrics import WorkerMetrics
 
 KEY = "mailprov"
@@ -23,6 +24,11 @@ class JobContext:
     redis: ArqRedis
     hasher: Hasher
     metrics: WorkerMetrics
+    # every hash a job needs goes through here: accounts take turns (worker/hashing.py)
+    hashing: FairHasher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hashing = FairHasher(self.hasher)
 
 
 def context(ctx: dict[str, Any]) -> JobContext:

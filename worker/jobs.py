@@ -8,16 +8,17 @@ task's rows and its results are written in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from arq import Retry
 
-from service.core import logs, passwords
+from service.core import logs, passwords, secrets
 from service.core.errors import BACKEND_DOWN
-from service.core.passwords import Hasher
+from service.core.settings import Settings
 from service.core.store import NewMailbox, Row, Store
 from service.core.tasks import (
     CREATED,
@@ -29,7 +30,14 @@ from service.core.tasks import (
 )
 from worker import lifecycle
 from worker.context import JobContext, Outcome, context
-from worker.steps import Body, ProvisioningError, TaskFinished, live_domain, lock_task
+from worker.steps import (
+    Body,
+    ProvisioningError,
+    TaskFinished,
+    live_domain,
+    lock_task,
+    unseal_password,
+)
 
 log = logging.getLogger("mailprov.worker")
 
@@ -131,18 +139,18 @@ def _address(item: dict[str, Any], domain: str) -> str:
     return f"{item['local_part']}@{domain}"
 
 
-async def _hashes(hasher: Hasher, plain: list[str]) -> AsyncIterator[str]:
-    """The hashes of `plain`, in order, computed ahead by the process pool."""
-    per_batch = max(1, min(8, len(plain) // (hasher.processes * 4)))
-    batches = hasher.hash_batches(plain, per_batch)
-    try:
-        for batch in batches:
-            for hashed in await batch:
-                yield hashed
-    finally:
-        # a run cut off (cancelled, failed) leaves the pool to other jobs at once
-        for batch in batches:
-            batch.cancel()
+def _secrets_to_hash(settings: Settings, items: list[dict[str, Any]], domain: str,
+                     generated: dict[str, str]) -> dict[str, str]:
+    """address -> the password to hash for it: one the client supplied (unsealed here, and
+    only ever in memory), or a generated one."""
+    plain = {}
+    for item in items:
+        address = _address(item, domain)
+        if secrets.SEALED_PASSWORD in item:
+            plain[address] = unseal_password(settings, item[secrets.SEALED_PASSWORD])
+        elif address in generated:
+            plain[address] = generated[address]
+    return plain
 
 
 async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
@@ -152,9 +160,11 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     single = task["type"] == "mailbox_single"
     recorded = task["results"]
     pending = [i for i in task["payload"]["items"] if _address(i, domain) not in recorded]
-    generated = {_address(i, domain): passwords.generate()
-                 for i in pending if "password_hash" not in i}
-    hashes = _hashes(job.hasher, list(generated.values()))
+    # items whose password is sealed in the payload until their mailbox is written
+    sealed = {_address(i, domain) for i in pending if secrets.SEALED_PASSWORD in i}
+    generated = {_address(i, domain): passwords.generate() for i in pending
+                 if _address(i, domain) not in sealed and "password_hash" not in i}
+    plain = _secrets_to_hash(settings, pending, domain, generated)
     # each chunk rewrites the task's results so far: a bounded number of chunks (~10) keeps
     # that work proportional to the task's size, so a 10 000-mailbox task stays linear
     size = max(settings.bulk_chunk_size, -(-len(pending) // 10))
@@ -162,32 +172,44 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     created = 0
     status, reason = "completed", None
     chunks = [pending[i:i + size] for i in range(0, len(pending), size)] or [[]]
-    for number, chunk in enumerate(chunks):
-        addresses = [_address(i, domain) for i in chunk]
-        for item, address in zip(chunk, addresses, strict=True):
-            if address in generated:
-                item["password_hash"] = await anext(hashes)
-        async with db.transaction() as store:
-            already = await lock_task(store, task_id, addresses)
-            fresh = [(i, a) for i, a in zip(chunk, addresses, strict=True) if a not in already]
-            results = await _write_chunk(store, task_id, domain_id, fresh)
-            shown = {a: r for a, r in results.items() if r["status"] == CREATED and a in generated}
-            for address in shown:
-                results[address]["generated"] = True
-            if shown:
-                # before COMMIT: a run that dies after it has already kept its passwords
-                key = passwords_key(settings.redis_prefix, task_id)
-                await job.redis.hset(key, mapping={a: generated[a] for a in shown})  # type: ignore[misc]
-                await job.redis.expire(key, settings.password_ttl_s)
-            done += len(chunk)
-            created += sum(r["status"] == CREATED for r in results.values())
-            if number < len(chunks) - 1:
-                await store.record_progress(task_id=task_id, results=results, done=done)
-                continue
-            if single and results and results[addresses[0]]["status"] != CREATED:
-                status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
-            await store.finish_task(task_id=task_id, status=status, error=reason,
-                                    results=results)
+    # every salt is drawn afresh: items that share a password get hashes of their own
+    async with contextlib.aclosing(job.hashing.hashes(task["account_id"],
+                                                      list(plain.values()))) as hashes:
+        for number, chunk in enumerate(chunks):
+            addresses = [_address(i, domain) for i in chunk]
+            for item, address in zip(chunk, addresses, strict=True):
+                if address in plain:
+                    item["password_hash"] = await anext(hashes)
+            async with db.transaction() as store:
+                already = await lock_task(store, task_id, addresses)
+                fresh = [(i, a) for i, a in zip(chunk, addresses, strict=True)
+                         if a not in already]
+                results = await _write_chunk(store, task_id, domain_id, fresh)
+                written = [i["local_part"] for i, a in fresh
+                           if a in sealed and results[a]["status"] == CREATED]
+                if written:
+                    # the sealed passwords of the mailboxes just written leave the payload
+                    # in the transaction that wrote them; the rest, and hashes a client
+                    # supplied, stay until the task ends (finish_task), for a retry
+                    await store.erase_item_secrets(task_id=task_id, local_parts=written)
+                shown = {a: r for a, r in results.items()
+                         if r["status"] == CREATED and a in generated}
+                for address in shown:
+                    results[address]["generated"] = True
+                if shown:
+                    # before COMMIT: a run that dies after it has already kept its passwords
+                    key = passwords_key(settings.redis_prefix, task_id)
+                    await job.redis.hset(key, mapping={a: generated[a] for a in shown})  # type: ignore[misc]
+                    await job.redis.expire(key, settings.password_ttl_s)
+                done += len(chunk)
+                created += sum(r["status"] == CREATED for r in results.values())
+                if number < len(chunks) - 1:
+                    await store.record_progress(task_id=task_id, results=results, done=done)
+                    continue
+                if single and results and results[addresses[0]]["status"] != CREATED:
+                    status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
+                await store.finish_task(task_id=task_id, status=status, error=reason,
+                                        results=results)
     return status, created, reason
 
 

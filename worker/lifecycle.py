@@ -9,12 +9,13 @@ and counters stay exact whatever runs at the same time.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.core import limits
+from service.core import limits, secrets
 from service.core.errors import AliasDomainExists, DomainExists
 from service.core.store import Row, Store
 from service.core.tasks import (
@@ -35,7 +36,14 @@ from service.core.tasks import (
     UPDATED,
 )
 from worker.context import JobContext
-from worker.steps import Body, ProvisioningError, live_domain, lock_task, run_items
+from worker.steps import (
+    Body,
+    ProvisioningError,
+    live_domain,
+    lock_task,
+    run_items,
+    unseal_password,
+)
 
 # a bulk action's item outcome when it did what was asked
 DONE = {"activate": ACTIVATED, "deactivate": DEACTIVATED, "delete": DELETED,
@@ -59,10 +67,16 @@ async def _finish_one(store: Store, task: Row, key: str, status: str) -> Outcome
     return "completed", 1, None
 
 
-def stored_password(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """The mailbox columns a change's password fields become. The web hashed a supplied
-    password before it recorded the task (service/web/api/secrets.py), so the payload
-    holds only `password_hash`, kept as it is."""
+async def stored_password(job: JobContext, task: Row,
+                          changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The mailbox columns a change's password fields become: a supplied password, sealed
+    in the payload (service/web/api/secrets.py), unsealed and hashed here with a salt of
+    its own; a `password_hash` kept as it is. finish_task erases both from the payload in
+    the transaction that writes them."""
+    if secrets.SEALED_PASSWORD in changes:
+        plain = unseal_password(job.settings, changes[secrets.SEALED_PASSWORD])
+        async with contextlib.aclosing(job.hashing.hashes(task["account_id"], [plain])) as hashes:
+            return {"password_hash": await anext(hashes)}
     return {"password_hash": changes["password_hash"]} if "password_hash" in changes else {}
 
 
@@ -227,6 +241,8 @@ def _actions(kind: Kind) -> Body:
 
     async def body(job: JobContext, task: Row) -> Outcome:
         action = task["payload"]["action"]
+        # the domains of a key limited to some (None: the account's all)
+        scope = task["payload"].get("domains")
         cutoff = _cutoff(job)
 
         async def act(store: Store, items: list[str]) -> dict[str, dict[str, Any]]:
@@ -241,7 +257,8 @@ def _actions(kind: Kind) -> Body:
             for item in items:
                 row = rows.get(item)
                 refusal = None
-                if row is None:
+                if row is None or (scope is not None and domains[row["domain_id"]]["name"] \
+                        not in scope):
                     refusal = NOT_FOUND
                 elif action == "restore":
                     refusal = (NOT_DELETED if row["deleted_at"] is None
@@ -280,8 +297,9 @@ def _actions(kind: Kind) -> Body:
 
 async def _mailbox_update(job: JobContext, task: Row) -> Outcome:
     payload = task["payload"]
-    changes = {k: v for k, v in payload["changes"].items() if k != "password_hash"}
-    changes.update(stored_password(payload["changes"]))
+    changes = {k: v for k, v in payload["changes"].items()
+               if k not in ("password_hash", secrets.SEALED_PASSWORD)}
+    changes.update(await stored_password(job, task, payload["changes"]))
     async with job.db.transaction() as store:
         await lock_task(store, task["id"], [])
         mailbox = await store.get_mailbox(mailbox_id=payload["mailbox_id"])

@@ -9,12 +9,17 @@ transaction, so a task is never half-applied however often it runs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from service.core import secrets
+from service.core.settings import Settings
 from service.core.store import Row, Store
 from service.core.tasks import UNFINISHED
 from worker.context import JobContext
+
+log = logging.getLogger("mailprov.worker")
 
 # what runs a task of one type: (status it left the task in, items changed, reason)
 Body = Callable[[JobContext, Row], Awaitable[tuple[str, int, str | None]]]
@@ -82,3 +87,16 @@ async def run_items(job: JobContext, task: Row, items: Sequence[str], act: Act,
             await store.finish_task(task_id=task_id, status=status, error=reason,
                                     results=results)
     return status, changed, reason
+
+
+def unseal_password(settings: Settings, sealed: str) -> str:
+    """A password a client supplied, unsealed for hashing (only ever in memory). One sealed
+    under another secret key fails the task: it cannot be read, however often it is
+    tried."""
+    try:
+        return secrets.unseal(settings.secret_key, sealed)
+    except secrets.Unsealable:
+        log.error("a supplied password cannot be unsealed: MAILPROV_SECRET_KEY is not the one "
+                  "the web process sealed it with")
+        raise ProvisioningError("A supplied password could not be decrypted (the service's "
+                                "secret key changed); send the request again.") from None

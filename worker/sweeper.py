@@ -13,7 +13,8 @@ sweep:
   a worker died after it took the job and before it started the task, leaving arq's mark);
 - re-enqueues tasks `processing` with no write for the job timeout plus a margin: a run
   that arq dropped while its worker lived on (a job timeout, arq's tries used up);
-- deletes expired Idempotency-Key records.
+- deletes expired Idempotency-Key records, and the secrets failed tasks kept for a
+  retry once they have kept them long enough.
 
 Enqueueing is idempotent (job id = task id), so a task whose job is merely waiting in the
 queue is left as it is.
@@ -74,6 +75,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
     if stale:
         log.info("sweeper: %s stale tasks, %s enqueued again", len(stale), requeued)
     await job.db.delete_expired_idempotency_keys(ttl_s=IDEMPOTENCY_TTL_S, limit=BATCH)
+    await job.db.erase_kept_secrets(after_s=settings.failed_task_secrets_ttl_s, limit=BATCH)
     return freed + requeued
 
 

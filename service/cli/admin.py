@@ -1,5 +1,5 @@
 """The process types and the administrator's commands: `migrate`, `serve`, `worker`, `dev`,
-`account create`, `key create|revoke`."""
+`account create`, `key create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
 
 from service.cli.common import CommandError, command, emit, group
-from service.core import accounts
+from service.core import accounts, names, secrets
 from service.core.db import Database
 from service.core.migrate import apply_schema
+from service.core.oversight import parse_duration, when
 from service.core.settings import Settings
 
 log = logging.getLogger("mailprov")
@@ -29,19 +31,31 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"status": "migrated"}, "schema applied")
 
 
+def require_secret_key(settings: Settings) -> None:
+    """Refuse to start a process that would seal or fingerprint without a usable key."""
+    try:
+        secrets.check_secret_key(settings.secret_key)
+    except secrets.SecretKeyMissing as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    from aiohttp import web
-
+    require_secret_key(settings)
     from service.web.app import create_app
+    from service.web.server import serve
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, loop=uvloop.new_event_loop(),
-                print=lambda _: log.info("listening on %s:%s", settings.host, settings.port))
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting that is not what it should be, named
+        raise CommandError(str(exc)) from None
+    uvloop.run(serve(app, settings.host, settings.port, lambda: log.info(
+        "listening on %s:%s", settings.host, settings.port)))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     if args.check:
         cmd_worker_check(args, settings)
+    require_secret_key(settings)
     # supervised: a new worker replaces one that Redis or Postgres made stop
     from worker.supervisor import Supervisor
 
@@ -91,10 +105,64 @@ def cmd_account_create(args: argparse.Namespace, settings: Settings) -> None:
          f"user_id: {account_id}\nkey:     {key}\n(the key is shown only this once)")
 
 
+def _scope(args: argparse.Namespace) -> accounts.Scope:
+    """The power `key create` gives: --read-only, --domains, --expires."""
+    domains = None
+    if args.domains is not None:
+        try:
+            domains = frozenset(names.domain(d) for d in args.domains.split(",") if d.strip())
+        except ValueError as exc:
+            raise CommandError(f"--domains: {exc}") from None
+        if not domains:
+            raise CommandError("--domains: give at least one domain")
+    expires_at = None
+    if args.expires is not None:
+        try:
+            expires_at = datetime.now(UTC) + timedelta(seconds=parse_duration(args.expires))
+        except ValueError as exc:
+            raise CommandError(f"--expires: {exc}") from None
+    return accounts.Scope(args.read_only, domains, expires_at)
+
+
+def describe_scope(read_only: bool, domains: Iterable[str] | None) -> str:
+    """`read-only`, `read-write`, with `on a.com, b.com` when limited to domains."""
+    power = "read-only" if read_only else "read-write"
+    return power if domains is None else f"{power} on {', '.join(sorted(domains))}"
+
+
 def cmd_key_create(args: argparse.Namespace, settings: Settings) -> None:
-    key = _with_db(settings, lambda db: accounts.create_key(db, args.user_id))
-    emit(args, {"user_id": args.user_id, "key": key},
-         f"key: {key}\n(the key is shown only this once)")
+    scope = _scope(args)
+    key = _with_db(settings, lambda db: accounts.create_key(db, args.user_id, scope))
+    expires = None if scope.expires_at is None else scope.expires_at.isoformat()
+    emit(args, {"user_id": args.user_id, "key": key, "prefix": accounts.prefix(key),
+                "read_only": scope.read_only,
+                "domains": None if scope.domains is None else sorted(scope.domains),
+                "expires_at": expires},
+         f"key: {key}\n{describe_scope(scope.read_only, scope.domains)}, "
+         f"{'expires ' + when(scope.expires_at) + ' UTC' if expires else 'no end date'}\n"
+         "(the key is shown only this once)")
+
+
+def cmd_key_list(args: argparse.Namespace, settings: Settings) -> None:
+    rows = _with_db(settings, lambda db: accounts.list_keys(db, args.user_id))
+    keys = [{"prefix": r["prefix"], "read_only": r["read_only"], "domains": r["domains"],
+             "created_at": r["created_at"].isoformat(),
+             "expires_at": r["expires_at"] and r["expires_at"].isoformat(),
+             "last_used_at": r["last_used_at"] and r["last_used_at"].isoformat(),
+             "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()} for r in rows]
+    lines = [f"{'prefix':<10}  {'scope':<30}  {'expires':<19}  {'last used':<19}  state"]
+    lines += [f"{r['prefix'] + '...':<10}  {describe_scope(r['read_only'], r['domains']):<30}  "
+              f"{when(r['expires_at']):<19}  {when(r['last_used_at']):<19}  "
+              f"{_state(r)}" for r in rows]
+    emit(args, {"user_id": args.user_id, "keys": keys}, "\n".join(lines))
+
+
+def _state(row: Any) -> str:
+    if row["revoked_at"] is not None:
+        return f"revoked {when(row['revoked_at'])}"
+    if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+        return "expired"
+    return "live"
 
 
 def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
@@ -126,5 +194,14 @@ def add_commands(sub: Any) -> None:
     key = group(sub, "key", "manage API keys")
     key_create = command(key, "create", cmd_key_create, "create another API key for an account")
     key_create.add_argument("--user-id", type=int, required=True)
+    key_create.add_argument("--read-only", action="store_true",
+                            help="the key can read, and is refused every write (403)")
+    key_create.add_argument("--domains", metavar="A.COM,B.COM",
+                            help="the key sees only these domains (the others are 404)")
+    key_create.add_argument("--expires", metavar="DURATION",
+                            help="the key stops working after this long: 90d, 12h, 1h30m")
+    key_list = command(key, "list", cmd_key_list, "list an account's keys: prefix, scope, "
+                                                  "expiry and last use (never the key)")
+    key_list.add_argument("--user-id", type=int, required=True)
     revoke = command(key, "revoke", cmd_key_revoke, "revoke a key, given whole or by its prefix")
     revoke.add_argument("key_or_prefix")

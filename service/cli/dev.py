@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,13 @@ from service.core.db import Database
 from service.core.migrate import apply_schema
 from service.core.settings import Settings
 from service.web.app import create_app
+from service.web.server import Runner
 from worker.main import create_worker
 
 log = logging.getLogger("mailprov.dev")
 
 DEMO_FILE = "demo-account.json"
+SECRET_FILE = "secret-key"  # noqa: S105 - a file name
 
 
 def choose_servers(settings: Settings, data_dir: Path, local_pg: int, local_redis: int,
@@ -66,18 +69,31 @@ async def demo_key(settings: Settings, data_dir: Path) -> tuple[int, str]:
         if path.exists():
             saved = json.loads(path.read_text())
             # a key that does not resolve belongs to another database: make a new one
-            owner = await db.resolve_key(key_hash=accounts.digest(saved["key"]))
-            if owner == saved["user_id"]:
+            live = await db.resolve_key(key_hash=accounts.digest(saved["key"]))
+            if live is not None and live["account_id"] == saved["user_id"]:
                 return saved["user_id"], saved["key"]
         user_id, key = await accounts.create_account(db, "demo")
-    _save_demo(path, user_id, key)
+    _write_private(path, json.dumps({"user_id": user_id, "key": key}))
     return user_id, key
 
 
-def _save_demo(path: Path, user_id: int, key: str) -> None:
+def secret_key(settings: Settings, data_dir: Path) -> Settings:
+    """Settings with a MAILPROV_SECRET_KEY: the environment's, else the one made for
+    `data_dir` on first run and kept there (mode 0600), so tasks queued before a restart
+    can still be unsealed after it."""
+    if settings.secret_key:
+        return settings
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return settings.replace(secret_key=path.read_text().strip())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
-    path.write_text(json.dumps({"user_id": user_id, "key": key}))
+    path.write_text(text)
 
 
 def banner(url: str, user_id: int, key: str) -> str:
@@ -103,14 +119,14 @@ async def run(settings: Settings, data_dir: Path, local_pg: int, local_redis: in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    settings, servers = choose_servers(settings, data_dir, local_pg, local_redis,
-                                       dict(os.environ))
+    settings, servers = choose_servers(secret_key(settings, data_dir), data_dir, local_pg,
+                                       local_redis, dict(os.environ))
     runner: web.AppRunner | None = None
     worker: Any = None
     try:
         await apply_schema(settings.database_url)
         user_id, key = await demo_key(settings, data_dir)
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        runner = Runner(create_app(settings), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
         worker = create_worker(settings, handle_signals=False)

@@ -1,6 +1,8 @@
 """Accounts and their API keys: 32 random letters and digits, stored only as their SHA-256.
 
-The plaintext of a key exists only in the return value of the function that made it.
+The plaintext of a key exists only in the return value of the function that made it. A key
+may be limited: read-only, to some domains, until a date (`Scope`); a request carries what
+its key may do as a `Grant`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import datetime
 
 from service.core.db import Database
 from service.core.store import Row, Store
@@ -49,17 +52,60 @@ async def create_account(db: Database, name: str) -> tuple[int, str]:
     return account_id, key
 
 
-async def create_key(db: Database, account_id: int) -> str:
-    """Another key of an existing account."""
+@dataclass(frozen=True)
+class Scope:
+    """What a key may do: everything (the default), only read, only some domains, and
+    until when."""
+
+    read_only: bool = False
+    # the only domains it sees (exactly these names); None: all of its account's
+    domains: frozenset[str] | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A live key, as a request presents it: whose it is, and what it may do."""
+
+    account_id: int
+    key_id: int
+    read_only: bool
+    domains: frozenset[str] | None
+
+    @classmethod
+    def of(cls, row: Row) -> Grant:
+        """From a row of resolve_key, or of a lookup read with the key."""
+        domains = row["domains"]
+        return cls(row["account_id"], row["key_id"], row["read_only"],
+                   None if domains is None else frozenset(domains))
+
+    def covers(self, domain: str) -> bool:
+        """Whether the key may see and act on this domain."""
+        return self.domains is None or domain in self.domains
+
+
+async def create_key(db: Database, account_id: int, scope: Scope | None = None) -> str:
+    """Another key of an existing account, with everything or only part of its power."""
     if not await db.account_exists(account_id=account_id):
         raise NoSuchAccount(f"no account with user_id {account_id}")
-    return await _new_key(db, account_id)
+    return await _new_key(db, account_id, scope)
 
 
-async def _new_key(store: Store, account_id: int) -> str:
+async def _new_key(store: Store, account_id: int, scope: Scope | None = None) -> str:
+    scope = scope or Scope()
     key = generate()
-    await store.create_api_key(account_id=account_id, key_hash=digest(key), prefix=prefix(key))
+    await store.create_api_key(account_id=account_id, key_hash=digest(key), prefix=prefix(key),
+                               read_only=scope.read_only,
+                               domains=None if scope.domains is None else sorted(scope.domains),
+                               expires_at=scope.expires_at)
     return key
+
+
+async def list_keys(db: Database, account_id: int) -> list[Row]:
+    """An account's keys, oldest first: prefix, scope, expiry and last use, never a key."""
+    if not await db.account_exists(account_id=account_id):
+        raise NoSuchAccount(f"no account with user_id {account_id}")
+    return await db.list_keys(account_id=account_id)
 
 
 @dataclass(frozen=True)

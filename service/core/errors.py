@@ -50,6 +50,16 @@ class BadJson(ApiError):
     status = 400
 
 
+class BodyTooDeep(BadJson):
+    """The request body is nested too deeply."""
+
+
+class NotJson(ApiError):
+    """The request body must be sent as JSON (Content-Type: application/json)."""
+
+    status = 415
+
+
 class InvalidApiKey(ApiError):
     """Invalid API key."""
 
@@ -58,6 +68,12 @@ class InvalidApiKey(ApiError):
 
 class UnauthorizedCaller(ApiError):
     """Unauthorized caller."""
+
+    status = 403
+
+
+class ReadOnlyKey(ApiError):
+    """This API key is read-only."""
 
     status = 403
 

@@ -28,22 +28,45 @@ REDACTED = "[redacted]"
 # a field with such a name never shows its value, whatever it holds: in a log line, or in a
 # task's payload on the ops page and in `mailprov tasks show`
 SECRET_FIELD = re.compile(r"pass|secret|token|key|hash|authorization|cookie", re.IGNORECASE)
-# what a secret looks like when it turns up inside a message or a traceback
+# what a secret looks like when it turns up inside a message or a traceback. Runs of
+# letters and digits are bounded by lookarounds, not \b: `_` is a word character, so
+# `?key=<KEY>_` has no word boundary after the key. A run may hold %XX escapes (a key
+# percent-encoded in a raw request line is still a key).
+_ALNUM = r"(?:[A-Za-z0-9]|%[0-9A-Fa-f]{2})"
 SECRET_SHAPES = re.compile(
     # a Dovecot hash: {ARGON2ID}$argon2id$..., {SHA512-CRYPT}$6$...
     r"\{[A-Z0-9][A-Z0-9._-]*\}[^\s\"'\\]+"
     r"|\$(?:argon2(?:id|i|d)|2[abxy]|[156]|y|gy|7)\$[^\s\"'\\]+"  # a crypt(3)-style hash
-    r"|\b[0-9a-fA-F]{64}\b"  # a SHA-256 digest, as API keys are stored
-    # an API key: 32 letters and digits, unless plain lowercase hex (a request id)
-    r"|\b(?![0-9a-f]{32}\b)[A-Za-z0-9]{32}\b"
-    # a generated password: 20 of them, mixing cases and digits (a class name has no digit)
-    r"|\b(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{20}\b"
+    # an API key (32 letters and digits), wherever it sits and whatever follows it: any
+    # run of 32 or more, unless exactly 32 of plain lowercase hex (a request id). This
+    # also covers a SHA-256 digest, as API keys are stored.
+    rf"|(?<![A-Za-z0-9%])(?![0-9a-f]{{32}}(?![A-Za-z0-9%])){_ALNUM}{{32,}}"
+    # a generated password: a run of 20 or more mixing cases and digits (a class name
+    # has no digit)
+    r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])"
+    r"[A-Za-z0-9]{20,}(?![A-Za-z0-9])"
 )
+# loggers of libraries that log what clients send (aiohttp quotes a malformed request's
+# raw bytes): their records are redacted as they are made, whatever handles them later
+LIBRARY_LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web", "aiohttp.internal",
+                   "aiohttp.client", "asyncio")
 
 
 def redact(text: str) -> str:
     """`text` with anything shaped like a key, a generated password or a hash replaced."""
     return SECRET_SHAPES.sub(REDACTED, text)
+
+
+class Redacting(logging.Filter):
+    """Redacts a record in place: its message with its arguments, and its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 def bind(**fields: Any) -> None:
@@ -117,7 +140,12 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     """Send every logger's lines to stderr in `log_format`; for the processes' entry point.
 
     Like `logging.basicConfig`, it leaves logging alone where something configured it
-    already (a test run calling `main()`, a program embedding mailprov)."""
+    already (a test run calling `main()`, a program embedding mailprov), but the
+    libraries' loggers are guarded in any case."""
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, Redacting) for f in library.filters):
+            library.addFilter(Redacting())
     root = logging.getLogger()
     if root.handlers:
         return

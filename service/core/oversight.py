@@ -143,6 +143,10 @@ async def retry_task(db: Database, arq: ArqRedis, task_id: int) -> bool:
         status = await db.task_status(task_id=task_id)
         if status is None:
             raise NoSuchTask(f"no task {task_id}")
+        if status == "failed":
+            raise RetryRefused(f"task {task_id} cannot be retried: the passwords its client "
+                               "supplied were erased (MAILPROV_FAILED_TASK_SECRETS_TTL_S); "
+                               "send the request again")
         raise RetryRefused(f"task {task_id} is {status}; only a failed task can be retried")
     return await enqueue(arq, task_id, row["type"])
 

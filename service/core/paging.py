@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,8 @@ class PageRequest:
     cursor: Cursor | None = None
     filters: dict[str, Any] = field(default_factory=dict)
     deleted: str = "without"
+    # the domains of a key limited to some (None: all of the account's)
+    domains: Sequence[str] | None = None
 
     @property
     def sort_spec(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # how long an Idempotency-Key's record is kept (the web replays it, the sweeper deletes it)
@@ -34,6 +34,10 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
 
+    # seals the passwords clients supply until the worker hashes them, and keys the
+    # Idempotency-Key fingerprints (service/core/secrets.py); serve and worker need it
+    secret_key: str = field(default="", repr=False)
+
     max_body_bytes: int = 1024 * 1024
     bulk_max: int = 1000
     sub_domains_max: int = 10
@@ -47,10 +51,17 @@ class Settings:
     # aliases, alias domains), per account per rolling hour
     rate_write: int = 10000
     rate_sub_domain_window_s: int = 3600
+    # failed API key checks per client address per minute; past it, 429 before any lookup
+    auth_failures_per_minute: int = 20
+    # proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed
+    trusted_proxies: str = ""
 
     imap_host: str = ""
     imap_port: int = 993
     password_ttl_s: int = 3600
+    # how long a failed task keeps the sealed passwords of items it did not write, so that
+    # `tasks retry` can still make them as asked; then the sweeper erases them
+    failed_task_secrets_ttl_s: int = 7 * 24 * 3600
 
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536

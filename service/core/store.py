@@ -69,33 +69,39 @@ class Listing:
     # (its index serves the page: see schema.sql)
     scope: str = ""
     soft_deleted: bool = True
+    # the condition that keeps to a key's domains (a key limited to some), {} its parameter
+    in_domains: str = ""
 
 
 ACCOUNT = "t.account_id = $1"
 IN_DOMAIN = "t.domain_id = (SELECT id FROM domains WHERE account_id = $1 AND name = {})"
+IN_DOMAINS = "t.domain_id IN (SELECT id FROM domains WHERE account_id = $1 AND name = ANY({}))"
 DELETED = {"without": "t.deleted_at IS NULL", "with": "true", "only": "t.deleted_at IS NOT NULL"}
 CREATED = ("created_at", "timestamptz")
 LISTINGS: dict[str, Listing] = {
     "page_domains": Listing(
         {"domain": ("name", "text"), "created_at": CREATED},
-        {"search": "strpos(t.name, {}) > 0", "active": "t.active = {}"}),
+        {"search": "strpos(t.name, {}) > 0", "active": "t.active = {}"},
+        in_domains="t.name = ANY({})"),
     "page_mailboxes": Listing(
         {"email": ("address", "text"), "created_at": CREATED},
         {"domain": IN_DOMAIN,
          "search": "(strpos(t.address, {0}) > 0 OR strpos(lower(t.display_name), {0}) > 0)",
-         "active": "t.active = {}"}, scope="domain"),
+         "active": "t.active = {}"}, scope="domain", in_domains=IN_DOMAINS),
     "page_aliases": Listing(
         {"address": ("address", "text"), "created_at": CREATED},
         {"domain": IN_DOMAIN, "search": "strpos(t.address, {}) > 0", "active": "t.active = {}"},
-        scope="domain"),
+        scope="domain", in_domains=IN_DOMAINS),
     "page_alias_domains": Listing(
         {"alias_domain": ("name", "text"), "created_at": CREATED},
         {"domain": "t.target_id = (SELECT id FROM domains WHERE account_id = $1 AND name = {})",
          "search": "strpos(t.name, {}) > 0", "active": "t.active = {}"},
-        soft_deleted=False),
+        soft_deleted=False,
+        in_domains="t.target_id IN (SELECT id FROM domains WHERE account_id = $1 "
+                   "AND name = ANY({}))"),
     "page_tasks": Listing(
         {"created_at": CREATED}, {"status": "t.status = {}", "type": "t.type = {}"},
-        soft_deleted=False),
+        soft_deleted=False, in_domains="t.domain = ANY({})"),
 }
 # the comparisons of paging.sql, by the sort's direction
 ASCENDING = {"at_or_after": ">=", "at_or_before": "<=", "before": "<", "after": ">"}
@@ -111,6 +117,9 @@ def page_sql(name: str, request: PageRequest) -> tuple[str, list[Any]]:
     for filter_name, value in request.filters.items():
         params.append(value)
         where.append(listing.filters[filter_name].format(f"${len(params)}"))
+    if request.domains is not None:
+        params.append(list(request.domains))
+        where.append(listing.in_domains.format(f"${len(params)}"))
     if listing.soft_deleted:
         where.append(DELETED[request.deleted])
     order, against = ("DESC", "ASC") if request.descending else ("ASC", "DESC")
@@ -175,9 +184,15 @@ class Store:
 
     # accounts and keys
 
-    async def resolve_key(self, *, key_hash: str) -> int | None:
-        """The account of a live key."""
-        return await self._value("resolve_key", key_hash)
+    async def resolve_key(self, *, key_hash: str) -> Row | None:
+        """A live key: its account_id, key_id, read_only and domains."""
+        return await self._row("resolve_key", key_hash)
+
+    async def touch_key(self, *, key_id: int) -> None:
+        await self._run("touch_key", key_id)
+
+    async def list_keys(self, *, account_id: int) -> list[Row]:
+        return await self._rows("list_keys", account_id)
 
     async def create_account(self, *, name: str) -> int:
         return await self._value("create_account", name)
@@ -185,8 +200,11 @@ class Store:
     async def account_exists(self, *, account_id: int) -> bool:
         return await self._value("account_exists", account_id)
 
-    async def create_api_key(self, *, account_id: int, key_hash: str, prefix: str) -> int:
-        return await self._value("create_api_key", account_id, key_hash, prefix)
+    async def create_api_key(self, *, account_id: int, key_hash: str, prefix: str,
+                             read_only: bool = False, domains: Sequence[str] | None = None,
+                             expires_at: datetime | None = None) -> int:
+        return await self._value("create_api_key", account_id, key_hash, prefix, read_only,
+                                 None if domains is None else list(domains), expires_at)
 
     async def find_keys(self, *, key_hash: str, prefix: str) -> list[Row]:
         return await self._rows("find_keys", key_hash, prefix)
@@ -228,8 +246,11 @@ class Store:
 
     # reads of the MailAPI lists
 
-    async def list_domains(self, *, account_id: int) -> list[Row]:
-        return await self._rows("list_domains", account_id)
+    async def list_domains(self, *, account_id: int,
+                           domains: Sequence[str] | None = None) -> list[Row]:
+        """The account's domains; only those in `domains` when it is given."""
+        return await self._rows("list_domains", account_id,
+                                None if domains is None else list(domains))
 
     async def list_mailboxes(self, *, domain_id: int) -> list[Row]:
         return await self._rows("list_mailboxes", domain_id)
@@ -284,6 +305,13 @@ class Store:
     async def free_tasks(self, *, worker_ids: Sequence[str]) -> list[Row]:
         """Put the processing tasks of `worker_ids` back to queued; their ids and types."""
         return await self._rows("free_tasks", list(worker_ids))
+    async def erase_item_secrets(self, *, task_id: int, local_parts: Sequence[str]) -> None:
+        """Strip the client's secrets (a sealed password, a hash) of these items from the
+        task's payload."""
+        await self._run("erase_item_secrets", task_id, list(local_parts))
+
+    async def erase_kept_secrets(self, *, after_s: int, limit: int) -> None:
+        await self._run("erase_kept_secrets", after_s, limit)
 
     async def stale_tasks(self, *, queued_after_s: float, silent_for_s: float,
                           limit: int) -> list[Row]:

@@ -13,25 +13,30 @@ from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
-from service.core.passwords import Hasher
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
-from service.web.api.schemas import Limits
+from service.web.api.schemas import Limits, domain_paths
+from service.web.clients import trusted_networks
 from service.web.middleware import error_middleware
 from service.web.ops.metrics import METRICS, WebMetrics, observe_middleware
 from service.web.policy import wrap
 from service.web.ratelimit import RateLimiter
 from service.web.routes import ROUTES
+from service.web.server import hide_banner
 from service.web.state import (
     ARQ,
     DB,
-    HASHER,
+    DOMAIN_PATHS,
     IDEMPOTENCY_SLOTS,
+    KEY_USES,
     LIMITER,
     SCHEMAS,
     SETTINGS,
+    THROTTLE,
+    TRUSTED_PROXIES,
 )
 from service.web.state import ROUTES as ROUTE_TABLE
+from service.web.throttle import AuthThrottle, KeyUses
 
 log = logging.getLogger("mailprov.web")
 
@@ -68,18 +73,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                     type(exc).__name__)
     app[ARQ] = arq
     app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
+    app[THROTTLE] = AuthThrottle(arq, settings.redis_prefix, settings.auth_failures_per_minute)
     yield
     await arq.aclose()
-
-
-async def hasher_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    # the web process hashes only passwords a client supplies; two processes are plenty
-    hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                    min(settings.hash_processes or 2, 2))
-    app[HASHER] = hasher
-    yield
-    hasher.close()
 
 
 def _schema(kind: type[Schema], settings: Settings) -> Schema:
@@ -96,11 +92,15 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTE_TABLE] = {route.name: route for route in ROUTES}
     app[SCHEMAS] = {route.name: _schema(route.policy.schema, settings)
                     for route in ROUTES if route.policy is not None}
+    app[DOMAIN_PATHS] = {name: domain_paths(schema) for name, schema in app[SCHEMAS].items()}
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
+    app[KEY_USES] = KeyUses()
     app[METRICS] = WebMetrics()
     app[DOCUMENT] = {}
     # sized db_pool_max - 1: service/web/idempotency.py says why
     app[IDEMPOTENCY_SLOTS] = asyncio.Semaphore(max(1, settings.db_pool_max - 1))
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, hasher_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    app.on_response_prepare.append(hide_banner)
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(route.path, wrap(route), name=route.name)

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.core.accounts import Grant
 from service.core.queue import enqueue
 from service.core.store import Row, Store
 from service.web.state import ARQ, DB
@@ -33,7 +34,8 @@ class Recording:
 @dataclass
 class Call:
     request: web.Request
-    account_id: int
+    # the caller's key: its account, and what it may do
+    key: Grant
     key_hash: str
     found: Row | None = None
     # the value the lookup read `found` with (None: none yet)
@@ -44,6 +46,10 @@ class Call:
     @property
     def app(self) -> web.Application:
         return self.request.app
+
+    @property
+    def account_id(self) -> int:
+        return self.key.account_id
 
     @property
     def store(self) -> Store:
@@ -58,6 +64,14 @@ class Call:
             await enqueue(self.app[ARQ], task_id, task_type)
         else:
             self.recording.jobs.append((task_id, task_type))
+
+    def within_scope(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A bulk action's payload, with the domains of a key limited to some: the job acts
+        only on items there, and reports the others `Not found.` like any not the
+        account's (a lookup cannot check each item of a bulk before the task)."""
+        if self.key.domains is None:
+            return payload
+        return {**payload, "domains": sorted(self.key.domains)}
 
     def accepted(self, task_id: int, msg: str, **extra: Any) -> web.Response:
         """A resource API write's answer: 202, the task to poll, and where to poll it."""

@@ -9,10 +9,11 @@ Field":
 - The first request with a key runs. Its response, when it succeeds, is stored with the key
   in the same transaction as the task it recorded: the task and its key commit together or
   not at all, so however a web process dies, one key never makes two tasks.
-- The same key with the same request (method, path, and JSON body without `key`) within
-  24 hours gets the stored response again, with `Idempotent-Replayed: true`, and creates
-  nothing. The same key with a different request: 422. The same key while the first
-  request is still being handled: 409, with `Retry-After`.
+- The same key with the same request (method, path, and JSON body without `key`, compared
+  by an HMAC under MAILPROV_SECRET_KEY) within 24 hours gets the stored response again,
+  with `Idempotent-Replayed: true`, and creates nothing. The same key with a different
+  request: 422. The same key while the first request is still being handled: 409, with
+  `Retry-After`.
 - Errors are not stored. Every 4xx here is decided before anything is written, and a 5xx
   rolls its transaction back, so the key stays free: the client may correct the request, or
   retry it, under the same key. (Stripe stores a 4xx once the endpoint has begun; ours
@@ -28,7 +29,6 @@ once: they can never take every connection and wait on each other.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,15 +36,19 @@ from typing import Any
 
 from aiohttp import web
 
+from service.core import secrets
 from service.core.errors import Conflict, Invalid
 from service.core.queue import enqueue
 from service.core.settings import IDEMPOTENCY_TTL_S
 from service.web.call import Call, Recording, task_location
-from service.web.state import ARQ, DB, IDEMPOTENCY_SLOTS, LIMITER, RATE
+from service.web.state import ARQ, DB, IDEMPOTENCY_SLOTS, LIMITER, RATE, SETTINGS
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 KEY_FORMAT = re.compile(r"[\x20-\x7e]{1,255}")
+FINGERPRINT_PREFIX = "hmac-sha256:"
+# what schema.sql left of a fingerprint made before they were keyed: it matches any request
+LEGACY_FINGERPRINT = "legacy"
 
 
 class BadIdempotencyKey(Invalid):
@@ -69,12 +73,22 @@ def parse_key(raw: str) -> str:
     return key
 
 
-def fingerprint(method: str, path: str, body: Mapping[str, Any]) -> str:
+def fingerprint(secret_key: str, method: str, path: str, body: Mapping[str, Any],
+                domains: frozenset[str] | None = None) -> str:
     """What makes two requests "the same": method, path and body, less the API key (a
-    repeat may authenticate with another key of the account, or with a header)."""
+    repeat may authenticate with another key of the account, or with a header), and the
+    domains the key is limited to: a key that does not see a domain never gets the replay
+    of a request another key of the account made on it.
+
+    An HMAC under MAILPROV_SECRET_KEY, not a plain hash: the body may hold a password, and
+    a plain hash kept for 24 h would let anyone who reads the table test guesses of it at
+    hash speed. (The body is at most service/web/body.py's MAX_DEPTH deep, so the
+    canonical JSON never recurses far.)"""
     canonical = json.dumps({k: v for k, v in body.items() if k != "key"}, sort_keys=True,
                            separators=(",", ":"))
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+    scope = "*" if domains is None else ",".join(sorted(domains))
+    digest = secrets.fingerprint(secret_key, f"{method} {path} {scope}\n{canonical}".encode())
+    return f"{FINGERPRINT_PREFIX}{digest}"
 
 
 async def run(call: Call, body: Mapping[str, Any],
@@ -82,8 +96,9 @@ async def run(call: Call, body: Mapping[str, Any],
     """Run the rest of the request (`proceed`) under the request's Idempotency-Key."""
     request, account_id = call.request, call.account_id
     key = parse_key(request.headers[HEADER])
-    digest = fingerprint(request.method, request.path, body)
     app = request.app
+    digest = fingerprint(app[SETTINGS].secret_key, request.method, request.path, body,
+                         call.key.domains)
     try:
         async with app[IDEMPOTENCY_SLOTS], app[DB].transaction() as store:
             if not await store.idempotency_lock(account_id=account_id, key=key):
@@ -91,7 +106,7 @@ async def run(call: Call, body: Mapping[str, Any],
             stored = await store.get_idempotency_key(account_id=account_id, key=key,
                                                      ttl_s=IDEMPOTENCY_TTL_S)
             if stored is not None:
-                if stored["fingerprint"] != digest:
+                if stored["fingerprint"] not in (digest, LEGACY_FINGERPRINT):
                     raise IdempotencyKeyReused
                 headers = {REPLAYED: "true"}
                 if stored["status"] == 202 and stored["task_id"] is not None:

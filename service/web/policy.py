@@ -8,14 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from service.core.errors import UnauthorizedCaller
+from service.core.errors import DomainNotFound, ReadOnlyKey, UnauthorizedCaller
 from service.web import idempotency
-from service.web.api.schemas import load
-from service.web.auth import authenticate
-from service.web.body import json_body
+from service.web.api.schemas import load, values_at
+from service.web.auth import MAX_CANDIDATES, admit_body, authenticate
+from service.web.body import key_candidates, parse, raw_body
 from service.web.call import Call
 from service.web.route import Route
-from service.web.state import DB, LIMITER, RATE, SCHEMAS, SETTINGS
+from service.web.state import DB, DOMAIN_PATHS, LIMITER, RATE, SCHEMAS, SETTINGS
 
 
 def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -25,9 +25,20 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         return route.handler
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        raw: Mapping[str, Any] = (await json_body(request, policy.empty_body)
-                                  if policy.body is not None else request.query)
-        call = await authenticate(request, raw, policy.lookup, policy.bearer)
+        raw: Mapping[str, Any] = request.query
+        if policy.body is not None:
+            body = await raw_body(request, policy.empty_body)
+            if body is None:
+                raw = {}
+            else:
+                # only a body whose key works is parsed: no request without one costs more
+                # than a scan of its bytes and a key lookup
+                await admit_body(request, set() if policy.bearer
+                                 else key_candidates(body, MAX_CANDIDATES))
+                raw = parse(body)
+        call = await authenticate(request, raw, policy.lookup, bearer_only=policy.bearer)
+        if route.writes and call.key.read_only:
+            raise ReadOnlyKey
         if policy.idempotent and idempotency.HEADER in request.headers:
             return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
         return await _proceed(route, call, raw)
@@ -44,8 +55,9 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
     if policy.caller and data["caller_id"] != call.account_id:
         raise UnauthorizedCaller
     # a read counts against its limit whatever it finds; a write only once it is accepted
-    if not policy.writes:
+    if not route.writes:
         await _count(call, policy.rate, reads=True)
+    key = call.key
     lookup = policy.lookup
     if lookup is not None:
         # a path parameter is read as sent (None: it names nothing); a field as validated
@@ -53,12 +65,19 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
         if wanted is not None and call.looked_up != wanted:
             # the raw value could not be read cheaply, yet it validated: read it now
             call.found = await lookup.fetch(request.app[DB], call.key_hash, wanted)
-        if wanted is None or call.found is None or call.found["id"] is None:
+        found = call.found
+        if (wanted is None or found is None or found["id"] is None
+                or not key.covers(found[lookup.domain])):
             raise lookup.missing
+    # every domain the request names, wherever its schema has one (a key limited to other
+    # domains is told what it would be told of a domain that does not exist)
+    for path in request.app[DOMAIN_PATHS][route.name]:
+        if not all(key.covers(name) for name in values_at(data, path)):
+            raise lookup.missing if lookup is not None else DomainNotFound
     if policy.check is not None:
         assert call.found is not None
         policy.check(data, call.found)
-    if policy.writes:
+    if route.writes:
         await _count(call, policy.rate, reads=False)
     return await route.handler(call)
 

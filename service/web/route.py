@@ -43,14 +43,18 @@ class Lookup:
     one round trip. `field` names where the value is: a field of the body or query (the
     validated value is read from the same name), or with `in_path` a parameter of the
     path; a tuple of names hands `normalise` and `fetch` a tuple of values. `normalise`
-    reads the raw value cheaply, before validation (ValueError: it cannot). A row whose
-    `id` is NULL is not the account's: `missing` is raised, as it is for a path that
-    names nothing."""
+    reads the raw value cheaply, before validation (ValueError: it cannot). `fetch`
+    returns the key's columns (account_id, key_id, read_only, domains; NULL-free when the
+    key is live) with the thing's, whose `id` is NULL when it is not the account's.
+    `domain` is the column of the thing's domain name: a key limited to other domains
+    does not see it. Either way, and for a path that names nothing, `missing` is raised,
+    so "not yours" reads exactly like "not there"."""
 
     field: str | tuple[str, ...]
     normalise: Callable[[Any], Any]
     fetch: Callable[[Store, str, Any], Awaitable[Row | None]]
     missing: type[ApiError]
+    domain: str
     in_path: bool = False
 
     def raw(self, values: Mapping[str, Any]) -> Any:
@@ -74,12 +78,16 @@ class Lookup:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the wrapper does before the handler, in this order: read the JSON `body`,
-    check the key (with the `lookup`), take the Idempotency-Key when `idempotent`,
-    validate against the schema, check `caller_id` when `caller`, raise the lookup's
-    `missing`, run `check`. A read counts against its `rate` bucket before the lookup's
-    404, whatever it finds; a write (a route that records a `task`) only after every
-    check, once it is accepted."""
+    """What the wrapper does before the handler, in this order: read the `body` (its size,
+    content type and depth; parsed only once a key it could hold is found live), check the
+    key (with the `lookup`; 401, or 429 past the failed-auth throttle), refuse a write to
+    a read-only key (403), take the Idempotency-Key when `idempotent`, validate against
+    the schema, check `caller_id` when `caller`, raise the lookup's `missing` (also for
+    what is outside the key's domains), refuse any domain the request names that is
+    outside the key's domains (404), run `check`. A read counts against its `rate` bucket
+    before the lookup's 404, whatever it finds; a write only after every check, once it
+    is accepted. A route's handler that lists an account's data filters it by the key's
+    domains (`call.key.domains`)."""
 
     face: Face
     body: type[Schema] | None = None
@@ -90,8 +98,8 @@ class Policy:
     lookup: Lookup | None = None
     # validation that needs what the lookup found: (data, found) -> None or raise
     check: Callable[[dict[str, Any], Row], None] | None = None
-    # the type of task a successful request records (the metrics count it); a route that
-    # records one is a write
+    # the type of task a successful request records (the metrics count it; the resource
+    # API answers 202 with its Location)
     task: str | None = None
     # the key only as `Authorization: Bearer` (the resource API), never a body or query field
     bearer: bool = False
@@ -103,10 +111,6 @@ class Policy:
         schema = self.body or self.query
         assert schema is not None, "a policy validates a body or a query"
         return schema
-
-    @property
-    def writes(self) -> bool:
-        return self.task is not None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,13 @@ class Doc:
     ok: Any
     ok_text: str = "Success."
     errors: Mapping[str, Any] = field(default_factory=dict)
+    # a request body the route accepts (without its `key`), for the document and the
+    # tests: its domain is example.com (every route with a body has one; a test checks it)
+    example: Mapping[str, Any] | None = None
+
+
+# methods that change nothing; every other is a write, refused to a read-only key
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -131,3 +142,8 @@ class Route:
     handler: Callable[[Any], Awaitable[web.StreamResponse]]
     policy: Policy | None = None
     doc: Doc | None = None
+
+    @property
+    def writes(self) -> bool:
+        """Whether the route changes something (its method says so)."""
+        return self.method not in READS

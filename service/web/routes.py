@@ -45,10 +45,12 @@ async def _key_with_domain(store: Store, key_hash: str, domain: str) -> Row | No
     return await store.resolve_key_with_domain(key_hash=key_hash, domain=domain)
 
 
-TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound)
-DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound)
-PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound)
-LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound)
+TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound, domain="domain")
+DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound, domain="name")
+PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound,
+                domain="name")
+LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound,
+                       domain="name")
 
 
 # the resource API's lookups: what its paths and bodies name, read with the key
@@ -111,21 +113,26 @@ def _new_mailbox(values: tuple[str, str]) -> tuple[str, str]:
     return names.domain(values[0]), names.local_part(values[1])
 
 
-TASK_AT = Lookup("task_id", _path_id, _key_with_task, errors.TaskNotFound, in_path=True)
+# `domain=`: the column of the found row's domain (a key limited to others does not see it)
+TASK_AT = Lookup("task_id", _path_id, _key_with_task, errors.TaskNotFound, domain="domain",
+                 in_path=True)
 DOMAIN_AT = Lookup("domain", names.domain, _key_with_domain_entry, errors.DomainNotFound,
-                   in_path=True)
+                   domain="name", in_path=True)
 DOMAIN_USAGE_AT = Lookup("domain", names.domain, _key_with_domain_usage, errors.DomainNotFound,
-                         in_path=True)
+                         domain="name", in_path=True)
 MAILBOX_AT = Lookup("email", names.address, _key_with_mailbox, errors.MailboxNotFound,
-                    in_path=True)
-ALIAS_AT = Lookup("id", _path_id, _key_with_alias, errors.AliasNotFound, in_path=True)
+                    domain="domain", in_path=True)
+ALIAS_AT = Lookup("id", _path_id, _key_with_alias, errors.AliasNotFound, domain="domain",
+                  in_path=True)
+# an alias domain belongs to the key's domains through its target
 ALIAS_DOMAIN_AT = Lookup("alias_domain", names.domain, _key_with_alias_domain,
-                         errors.AliasDomainNotFound, in_path=True)
+                         errors.AliasDomainNotFound, domain="target", in_path=True)
 NEW_MAILBOX = Lookup(("domain", "local_part"), _new_mailbox, _key_with_new_mailbox,
-                     errors.DomainNotFound)
-NEW_ALIAS = Lookup("address", names.alias_address, _key_with_new_alias, errors.DomainNotFound)
+                     errors.DomainNotFound, domain="name")
+NEW_ALIAS = Lookup("address", names.alias_address, _key_with_new_alias, errors.DomainNotFound,
+                   domain="name")
 NEW_ALIAS_DOMAIN = Lookup(("alias_domain", "target_domain"), _domain_pair,
-                          _key_with_alias_target, errors.DomainNotFound)
+                          _key_with_alias_target, errors.DomainNotFound, domain="name")
 
 
 def _read(path: str, name: str, handler: Any, query: type, tag: str, summary: str,
@@ -140,20 +147,22 @@ def _write(method: str, path: str, name: str, handler: Any, task: str, tag: str,
            summary: str, description: str, *, body: type | None = None,
            query: type | None = None, lookup: Lookup | None = None, check: Any = None,
            rate: str = "write", conflicts: str = "", accepted: Any = rr.Accepted,
-           empty_body: bool = False) -> Route:
+           empty_body: bool = False, example: dict[str, Any] | None = None) -> Route:
     """A write of the resource API: checked at once, then 202 and its task's Location.
-    `conflicts` says what else than an Idempotency-Key in flight answers 409."""
+    `conflicts` says what else than an Idempotency-Key in flight answers 409; `example` is
+    a body it accepts (every route with a body has one; a bodiless restore's is `{}`)."""
     errors_ = {}
     if conflicts:
-        errors_["409"] = response(f"{conflicts[0].upper()}{conflicts[1:]}; or a request with "
-                                  "this Idempotency-Key is still being handled (with "
-                                  "`Retry-After`).", rr.ResourceError)
+        errors_["409"] = apidoc.optional_retry_after(response(
+            f"{conflicts[0].upper()}{conflicts[1:]}; or a request with this Idempotency-Key "
+            "is still being handled (with `Retry-After`).", rr.ResourceError))
     return Route(method, f"{API}/{path}", name, handler,
                  Policy(RESOURCES, body=body, query=query, rate=rate, idempotent=True,
                         lookup=lookup, check=check, task=task, bearer=True,
                         empty_body=empty_body),
                  Doc(tag, summary, description, accepted,
-                     "Accepted: the task is recorded; poll it at `Location`.", errors_))
+                     "Accepted: the task is recorded; poll it at `Location`.", errors_,
+                     example=example if example is not None or body is None else {}))
 
 
 ALREADY_DELETED = "it is deleted already (`?purge=true` deletes it for good)"
@@ -177,12 +186,14 @@ RESOURCE_ROUTES: list[Route] = [
            "Create a domain", "Seed 003's fields; `maxquota` defaults to `quota`. The domain "
            "is listed as `pending` until its task has provisioned it.",
            body=rs.NewDomain, rate="create_domain",
-           conflicts=f"the name is hosted already (by anyone): {reason(errors.DomainExists)}"),
+           conflicts=f"the name is hosted already (by anyone): {reason(errors.DomainExists)}",
+           example={"domain": "example.com", "mailboxes": 10, "quota": 10240}),
     _write("POST", "domains/bulk-delete", "domain_bulk_delete", r_domains.bulk_delete,
            "domain_bulk_delete", "domains", "Delete domains",
            "Up to 100 domains, soft, each with its sub-domains, mailboxes and aliases: one "
            "task with a result per domain (`Not found.` for one that is not the account's).",
-           body=rs.DomainBulkDelete),
+           body=rs.DomainBulkDelete,
+           example={"domains": ["example.com"]}),
     _read("domains/{domain}", "domain", reader(shapes.domain), rs.NoQuery, "domains",
           "Read a domain", "Deleted ones too (`status`: `deleted`), until they are purged.",
           rr.Domain, DOMAIN_AT),
@@ -191,7 +202,8 @@ RESOURCE_ROUTES: list[Route] = [
            "Any writable field but `domain`. No limit may drop below what is in use, and "
            "`defquota` <= `maxquota` <= `quota` must hold: 422 otherwise.",
            body=rs.DomainChange, lookup=DOMAIN_USAGE_AT, check=r_domains.check_change,
-           conflicts=f"the domain is deleted: {reason(errors.DomainDeleted)}"),
+           conflicts=f"the domain is deleted: {reason(errors.DomainDeleted)}",
+           example={"mailboxes": 20, "description": "Main domain"}),
     _write("DELETE", "domains/{domain}", "domain_delete", r_domains.delete_domain,
            "domain_delete", "domains", "Delete a domain",
            "Soft: with its sub-domains, mailboxes and aliases, at once invisible to the mail "
@@ -219,11 +231,14 @@ RESOURCE_ROUTES: list[Route] = [
            rate="create_mailbox_single",
            conflicts=f"the address is taken: {reason(errors.MailboxExists)} (a deleted "
                      f"mailbox keeps it until purged), {reason(errors.AddressIsAlias)}, or "
-                     f"the domain is deleted"),
+                     f"the domain is deleted",
+           example={"domain": "example.com", "local_part": "john", "name": "John Doe",
+                    "quota": 1024}),
     _write("POST", "mailboxes/bulk", "mailbox_bulk_action", r_mailboxes.bulk,
            "mailbox_bulk_action", "mailboxes", "Act on many mailboxes",
            "`activate`, `deactivate`, `delete`, `restore` or `forget` (delete for good) up to "
-           "{bulk_max} addresses: one task, a result per address.", body=rs.MailboxBulk),
+           "{bulk_max} addresses: one task, a result per address.", body=rs.MailboxBulk,
+           example={"action": "deactivate", "emails": ["john@example.com"]}),
     _read("mailboxes/{email}", "mailbox", reader(shapes.mailbox), rs.NoQuery, "mailboxes",
           "Read a mailbox", "Deleted ones too, until they are purged. Never a password.",
           rr.Mailbox, MAILBOX_AT),
@@ -233,7 +248,8 @@ RESOURCE_ROUTES: list[Route] = [
            "`quota` (within the domain's `maxquota` and what its `quota` has left), `active`, "
            "the flags.", body=rs.MailboxChange, lookup=MAILBOX_AT,
            check=r_mailboxes.check_change,
-           conflicts=f"the mailbox or its domain is deleted: {reason(errors.MailboxDeleted)}"),
+           conflicts=f"the mailbox or its domain is deleted: {reason(errors.MailboxDeleted)}",
+           example={"name": "John Doe", "quota": 2048}),
     _write("DELETE", "mailboxes/{email}", "mailbox_delete", r_mailboxes.delete_mailbox,
            "mailbox_delete", "mailboxes", "Delete a mailbox",
            "Soft: the mail stack stops seeing it at once; the address stays taken until it "
@@ -257,17 +273,20 @@ RESOURCE_ROUTES: list[Route] = [
            body=rs.NewAlias, lookup=NEW_ALIAS, check=r_aliases.check_create,
            accepted=rr.AliasAccepted,
            conflicts=f"{reason(errors.AliasExists)}, {reason(errors.AliasShadowsMailbox)}, "
-                     "or the domain is deleted"),
+                     "or the domain is deleted",
+           example={"address": "sales@example.com", "goto": ["john@example.com"]}),
     _write("POST", "aliases/bulk", "alias_bulk_action", r_aliases.bulk, "alias_bulk_action",
            "aliases", "Act on many aliases",
            "`activate`, `deactivate`, `delete`, `restore` or `forget` up to 25 ids "
-           "(addy.io's limit): one task, a result per id.", body=rs.AliasBulk),
+           "(addy.io's limit): one task, a result per id.", body=rs.AliasBulk,
+           example={"action": "deactivate", "ids": [1]}),
     _read(r"aliases/{id:\d{1,18}}", "alias", reader(shapes.alias), rs.NoQuery, "aliases",
           "Read an alias", "Deleted ones too, until they are purged.", rr.Alias, ALIAS_AT),
     _write("PUT", r"aliases/{id:\d{1,18}}", "alias_update", r_aliases.update_alias,
            "alias_update", "aliases", "Change an alias", "`goto`, `active`.",
            body=rs.AliasChange, lookup=ALIAS_AT, check=r_aliases.check_change,
-           conflicts=f"the alias is deleted: {reason(errors.AliasDeleted)}"),
+           conflicts=f"the alias is deleted: {reason(errors.AliasDeleted)}",
+           example={"goto": ["john@example.com", "jane@example.org"]}),
     _write("DELETE", r"aliases/{id:\d{1,18}}", "alias_delete", r_aliases.delete_alias,
            "alias_delete", "aliases", "Delete an alias",
            "Soft; `restore` undoes it. `?purge=true` deletes it for good, at once.",
@@ -292,14 +311,16 @@ RESOURCE_ROUTES: list[Route] = [
            "one of the account's domains.", body=rs.NewAliasDomain, lookup=NEW_ALIAS_DOMAIN,
            check=r_alias_domains.check_create,
            conflicts=f"the name is hosted already: {reason(errors.AliasDomainExists)}; or "
-                     "the target is deleted"),
+                     "the target is deleted",
+           example={"alias_domain": "example.net", "target_domain": "example.com"}),
     _read("alias-domains/{alias_domain}", "alias_domain", reader(shapes.alias_domain),
           rs.NoQuery, "alias domains", "Read an alias domain", "One alias domain.",
           rr.AliasDomain, ALIAS_DOMAIN_AT),
     _write("PUT", "alias-domains/{alias_domain}", "alias_domain_update",
            r_alias_domains.update_alias_domain, "alias_domain_update", "alias domains",
            "Change an alias domain", "`active`.", body=rs.AliasDomainChange,
-           lookup=ALIAS_DOMAIN_AT),
+           lookup=ALIAS_DOMAIN_AT,
+           example={"active": False}),
     _write("DELETE", "alias-domains/{alias_domain}", "alias_domain_delete",
            r_alias_domains.delete_alias_domain, "alias_domain_delete", "alias domains",
            "Delete an alias domain", "For good, at once.", query=rs.NoQuery,
@@ -332,11 +353,12 @@ ROUTES: list[Route] = [
           Doc("domains", "Create a domain",
               "Accepted at once; the domain is listed as `pending` until the worker has "
               "provisioned it. A domain can be hosted once per installation.",
-              responses.DomainAccepted, "Accepted.",
-              {"409": response("Some account holds the domain already: "
-                               f"{reason(errors.DomainExists)}; or a request with this "
-                               "Idempotency-Key is still being handled (with `Retry-After`).",
-                               responses.Error)})),
+              responses.DomainAccepted, "Accepted.", example={
+                  "Domain": "example.com", "Params": {"quota_mb": 10240, "max_mailboxes": 100}},
+              errors={"409": apidoc.optional_retry_after(response(
+                  f"Some account holds the domain already: {reason(errors.DomainExists)}; or "
+                  "a request with this Idempotency-Key is still being handled (with "
+                  "`Retry-After`).", responses.Error))})),
     # its limit is one successful request per parent and window, so the handler takes the
     # slot once the parent is known, and gives it back if the task is not recorded
     Route("POST", f"{API}/create/sub-domain", "create_sub_domain", domains.create_sub_domains,
@@ -346,9 +368,10 @@ ROUTES: list[Route] = [
               "1 to {sub_domains_max} labels; each becomes a domain of the account "
               "inheriting the parent's defaults. At most one successful request per account "
               "and parent domain in any rolling hour.",
-              responses.DomainAccepted, "Accepted.",
-              {"429": response(reason(errors.SubDomainRateLimited), responses.Error,
-                               retry_after=True)})),
+              responses.DomainAccepted, "Accepted.", example={
+                  "Domain": "example.com", "Params": {"sub_domains": ["team", "support"]}},
+              errors={"429": response(f"{reason(errors.SubDomainRateLimited)}; or "
+                               f"{apidoc.THROTTLED}.", responses.Error, retry_after=True)})),
     Route("POST", f"{API}/create/mailbox/single", "create_mailbox_single",
           mailboxes.create_single,
           Policy(MAILAPI, body=s.CreateMailboxSingle, rate="create_mailbox_single",
@@ -359,7 +382,9 @@ ROUTES: list[Route] = [
               "be `single`; `Params` is required (`{{}}` is fine). Without `password` or "
               "`password_hash` a strong password is generated and shown by "
               "get/mailbox/single.",
-              responses.MailboxAccepted, "Accepted.")),
+              responses.MailboxAccepted, "Accepted.", example={
+                  "Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
+                  "Params": {"display_name": "John Doe", "quota_mb": 1024}})),
     Route("POST", f"{API}/create/mailbox/bulk", "create_mailbox_bulk", mailboxes.create_bulk,
           Policy(MAILAPI, body=s.CreateMailboxBulk, rate="create_mailbox_bulk",
                  idempotent=True, lookup=DOMAIN, check=mailboxes.check_bulk,
@@ -368,7 +393,9 @@ ROUTES: list[Route] = [
               "Either `Params.count` (1 to {bulk_max}) mailboxes named `Email_fullname` plus "
               "a number counting from `Params.start`, or `Params.mailboxes`, a list of 1 to "
               "{bulk_max} mailboxes. `single_bulk` must be `bulk`.",
-              responses.MailboxAccepted, "Accepted.")),
+              responses.MailboxAccepted, "Accepted.", example={
+                  "Email_fullname": "team", "single_bulk": "bulk", "Domain": "example.com",
+                  "Params": {"count": 25, "quota_mb": 512}})),
     Route("GET", f"{API}/list/mailbox", "list_mailbox", mailboxes.list_mailboxes,
           Policy(MAILAPI, query=s.ListMailboxQuery, rate="get", caller=True,
                  lookup=LISTED_DOMAIN),

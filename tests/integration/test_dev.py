@@ -16,7 +16,9 @@ from service.cli.embedded import free_port, port_open
 
 
 async def _start(data_dir, port):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # no secret key either: dev makes one for its data directory
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "MAILPROV_SECRET_KEY")}
     env["PORT"] = str(port)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", "dev", "--data-dir", str(data_dir),
@@ -67,7 +69,8 @@ async def test_dev_runs_everything_with_embedded_servers(tmp_path):
             assert (await _poll(session, url, key, domain_task))["status"] == "completed"
             async with session.post(f"{url}/api/v1/create/mailbox/single",
                                     json={"Email_fullname": "john", "single_bulk": "single",
-                                          "Domain": "example.com", "Params": {},
+                                          "Domain": "example.com",
+                                          "Params": {"password": "a supplied secret"},
                                           "key": key}) as r:
                 assert r.status == 200, await r.text()
                 mailbox_task = (await r.json())["task_id"]
@@ -82,7 +85,12 @@ async def test_dev_runs_everything_with_embedded_servers(tmp_path):
     if pg_port:
         assert not port_open("127.0.0.1", int(pg_port.group(1)))
 
-    # a second run reuses the data: same demo key, the domain is still there
+    # the secret key it made (it sealed john's password) is kept for its owner only
+    secret = tmp_path / "secret-key"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text()) >= 32
+    made = secret.read_text()
+
+    # a second run reuses the data: same demo key and secret, the domain is still there
     proc, again = await _start(tmp_path, port)
     try:
         assert re.search(r"demo API key: (\w+)", again).group(1) == key
@@ -91,3 +99,4 @@ async def test_dev_runs_everything_with_embedded_servers(tmp_path):
             assert "example.com" in (await r.json())["results"]
     finally:
         await _stop(proc)
+    assert secret.read_text() == made

@@ -2,9 +2,13 @@
 duplicate, per-account scope, expiry."""
 
 import asyncio
+import hashlib
+import json
+import secrets as random
 
 import pytest
 
+from service.core.migrate import apply_schema
 from service.web import idempotency
 from tests.conftest import url
 
@@ -199,3 +203,63 @@ async def test_invalid_keys_are_422(make, client, db, header):
     body = await r.json()
     assert body["errors"] == {"Idempotency-Key": [idempotency.BadIdempotencyKey().reason]}
     assert await db.pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+@pytest.mark.parametrize("route", CREATES)
+async def test_deep_json_is_a_400_with_or_without_a_key(make, client, db, route):
+    """Defect 3: a body nested just shallower than json.loads' limit parsed, then the
+    fingerprint's json.dumps, called deeper in the stack, overflowed it: a RecursionError
+    answered 500. Where that window lies depends on the stack (~982 levels under
+    `mailprov serve`, ~940 here), so every depth around it is tried."""
+    _, key = await make.account()
+    await make.domain(key)
+    answers = set()
+    for depth in (33, *range(880, 1001), 5000):
+        nested = "[" * depth + "]" * depth
+        body = f'{{"Domain": "example.com", "Params": {{"x": {nested}}}}}'.encode()
+        for idem in ({"Idempotency-Key": f"deep-{depth}"}, {}):
+            r = await client.post(url(client, route), data=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {key}", **idem})
+            answers.add((r.status, (await r.json())["reason"]))
+    assert answers == {(400, "The request body is nested too deeply.")}
+    assert await db.pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+async def test_the_fingerprint_is_no_hash_to_guess_a_password_against(make, client, db,
+                                                                       settings):
+    """Defect 4: the fingerprint was a plain SHA-256 of method, path and body, password
+    included, kept 24 h: a password could be tested offline at SHA-256 speed."""
+    _, key = await make.account()
+    await make.domain(key)
+    body = {**SINGLE, "Params": {"password": "guess me 123"}}
+    r = await _post(client, "create_mailbox_single", body, key, "pw")
+    assert r.status == 200, await r.text()
+    stored = await db.pool.fetchval("SELECT fingerprint FROM idempotency_keys")
+    # the attack: recompute the fingerprint for each guess, as the code on main made it
+    path = url(client, "create_mailbox_single")
+    for guess in ("password", "guess me 123", "letmein"):
+        canonical = json.dumps({**SINGLE, "Params": {"password": guess}}, sort_keys=True,
+                               separators=(",", ":"))
+        assert hashlib.sha256(f"POST {path}\n{canonical}".encode()).hexdigest() != stored
+    assert stored == idempotency.fingerprint(settings.secret_key, "POST", path, body)
+    assert stored != idempotency.fingerprint(random.token_urlsafe(32), "POST", path, body)
+    # it still does its job
+    again = await _post(client, "create_mailbox_single", body, key, "pw")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await _post(client, "create_mailbox_single",
+                        {**SINGLE, "Params": {"password": "guess me 124"}}, key, "pw")
+    assert other.status == 422
+
+
+async def test_a_fingerprint_from_before_the_upgrade_is_replaced_and_still_replays(
+        make, client, db, settings):
+    _, key = await make.account()
+    await make.domain(key)
+    first = await _post(client, "create_mailbox_single", SINGLE, key, "old")
+    await db.pool.execute("UPDATE idempotency_keys SET fingerprint = $1",
+                          hashlib.sha256(b"as the code on main made it").hexdigest())
+    await apply_schema(settings.database_url)
+    assert await db.pool.fetchval("SELECT fingerprint FROM idempotency_keys") == "legacy"
+    again = await _post(client, "create_mailbox_single", SINGLE, key, "old")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()

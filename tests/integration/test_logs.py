@@ -20,20 +20,6 @@ LIST = {"Email_fullname": "import", "single_bulk": "bulk", "Domain": "example.co
                                   "password_hash": "{SHA512-CRYPT}$6$salt$abcdefghijk"}]}}
 
 
-@pytest.fixture
-def captured():
-    """Every line any logger writes during the test, as the processes write them."""
-    stream = io.StringIO()
-    handler = logs.handler("json", stream)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
-
-
 async def test_a_whole_flow_logs_ids_and_no_secret(make, client, db, settings, captured):
     account_id, key = await make.account()
     await make.domain(key)
@@ -130,3 +116,46 @@ def test_text_lines_for_a_terminal_carry_the_same_fields():
     assert "task_id=42" in line and "duration_ms=12.5" in line
     with pytest.raises(ValueError):
         logs.handler("xml")
+
+
+KEY = "Ab3dEfGh1jKlMn0pQrStUvWxYz012345"
+
+
+@pytest.mark.parametrize("text", [
+    f"?key={KEY}_\\x01 HTTP/1.1", f"key={KEY}abc", f"{KEY}_", f"_{KEY}", f"x{KEY}",
+    "key=" + "".join(f"%{ord(c):02X}" for c in KEY), f"Bearer {KEY[:16]}%41{KEY[16:]}",
+    "pw Xk3pQ9zLm2Rt7Vb4Nc8W_", "pw _Xk3pQ9zLm2Rt7Vb4Nc8Wq",
+])
+def test_the_guard_finds_a_secret_without_word_boundaries(text):
+    """A key (or a generated password) next to `_`, more letters, or written with %XX
+    escapes is still found: `_` is a word character, so `\\b` missed `<KEY>_`."""
+    redacted = logs.redact(text)
+    assert "[redacted]" in redacted
+    assert not any(piece in redacted for piece in (KEY[:12], KEY[-12:], "%41%62%33%64",
+                                                   "Xk3pQ9zLm2"))
+
+
+def test_the_guard_keeps_what_only_looks_alike_by_accident():
+    for text in ("request 0123456789abcdef0123456789abcdef done", "HTTPRequestEntityTooLarge",
+                 "task 1099511627776001", "mailprov-test:abcd1234:queue"):
+        assert logs.redact(text) == text
+
+
+def test_library_loggers_are_redacted_whatever_handles_them():
+    """aiohttp's own lines (a malformed request's raw bytes) are guarded as they are made,
+    even where something else configured logging and our formatter is not the one used."""
+    logs.configure_logging()
+    stream = io.StringIO()
+    plain = logging.StreamHandler(stream)  # no mailprov formatter
+    server = logging.getLogger("aiohttp.server")
+    server.addHandler(plain)
+    try:
+        try:
+            raise ValueError(f"Invalid char in url: b'GET /?key={KEY}_\\x01'")
+        except ValueError:
+            server.exception("Error handling request from %s %s", "10.0.0.1", KEY)
+    finally:
+        server.removeHandler(plain)
+    text = stream.getvalue()
+    assert "Error handling request from 10.0.0.1 [redacted]" in text
+    assert "ValueError" in text and KEY not in text

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
-from service.core.accounts import digest
+from service.core.accounts import Scope, create_key, digest
 from service.core.tasks import passwords_key
 from service.web.app import create_app
 from tests.conftest import url
@@ -133,9 +133,24 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         await api.get(route, 401, "A" * 32, caller_id=a_id, task_id=single)
     for route in POSTS:
         await api.post(route, 401, {}, "short")
-        await api.call("POST", route, 400, data=b"[1]")
+        await api.call("POST", route, 400, data=b"[1]", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        await api.call("POST", route, 415, data=b'{"key": "' + key.encode() + b'"}')
         invalid = await api.post(route, 422, {"Domian": "example.com"}, key)
         assert invalid["errors"]["Domian"] == ["Unknown field."]
+    # a read-only key on every write; a key limited to other domains
+    read_only = await create_key(db, a_id, Scope(read_only=True))
+    limited = await create_key(db, a_id, Scope(domains=frozenset({"example.com"})))
+    for route in POSTS:
+        refused = await api.post(route, 403, {"Domain": "example.com"}, read_only)
+        assert refused["reason"] == "This API key is read-only."
+    await api.post("create_domain", 404, {"Domain": "elsewhere.example"}, limited)
+    await api.get("list_mailbox", 200, limited, caller_id=a_id, domain="example.com")
+    # a replay answers from the record: no rate-limit headers, and still as documented
+    for _ in range(2):
+        replay = await api.call("POST", "create_mailbox_bulk", 200,
+                                json={**TEAM, "key": key}, headers={"Idempotency-Key": "rp"})
+    assert replay["task_id"]
     # a repeat while the first request with its Idempotency-Key is still being handled
     # (its lock held here the way a request being handled holds it)
     async with db.transaction() as q:
@@ -147,7 +162,10 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
     # a second app with tight limits: 413, 429 on every endpoint, IMAP credentials
     tight = settings.replace(max_body_bytes=1024, rate_create_domain=1,
                              rate_create_mailbox_single=1, rate_create_mailbox_bulk=1,
-                             rate_get=1, imap_host="imap.example.net")
+                             rate_get=1, imap_host="imap.example.net",
+                             auth_failures_per_minute=1)
+    # the failed key checks above were this address's: its window starts afresh
+    await redis.delete(f"{settings.redis_prefix}auth:fail:127.0.0.1")
     c_id, c_key = await make.account("c")
     async with TestClient(TestServer(create_app(tight))) as tight_client:
         limited = await Checker(tight_client, seen).load()
@@ -167,6 +185,13 @@ async def test_every_documented_response_is_a_real_one(make, client, settings, r
         for route in GETS:
             await limited.get(route, 429, c_key, caller_id=c_id, domain="c.example",
                               task_id=single)
+        # past the failed key checks an address may make, on a read and on a write
+        await limited.get("get_task", 401, "W" * 32, task_id=single)
+        for route in ("get_task", "create_sub_domain"):
+            throttled = await limited.call("GET" if route == "get_task" else "POST", route,
+                                           429, params={"task_id": single, "key": "W" * 32},
+                                           json={**SUB, "key": "W" * 32})
+            assert throttled["reason"].startswith("Too many failed API key checks")
         # the docs need no key and are not rate-limited
         for _ in range(3):
             r = await tight_client.get(url(tight_client, "openapi"))

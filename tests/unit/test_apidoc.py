@@ -20,6 +20,7 @@ from referencing.jsonschema import DRAFT4
 from service.core.settings import Settings
 from service.web.api.apidoc import ASSET_ROUTE, build_spec
 from service.web.app import create_app
+from service.web.state import ROUTES, SCHEMAS
 
 DOC_URI = "urn:mailprov:openapi"
 
@@ -176,3 +177,53 @@ def test_request_bodies_come_from_the_request_schemas(doc):
     assert "count" in schemas["BulkParams"]["properties"]
     query = doc["paths"]["/api/v1/list/mailbox"]["get"]["parameters"]
     assert {p.get("name") for p in query} >= {"caller_id", "domain"}
+
+
+def _resolved(doc: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in response:
+        return doc["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    return response
+
+
+def test_every_operation_that_takes_an_idempotency_key_documents_its_409(doc):
+    """Defect 9: the 409 "Idempotency-Key in flight" was left out of create/sub-domain,
+    create/mailbox/single and create/mailbox/bulk."""
+    idempotent = [(path, method, operation) for path, operations in doc["paths"].items()
+                  for method, operation in operations.items()
+                  if {"$ref": "#/components/parameters/IdempotencyKey"} in
+                  operation["parameters"]]
+    assert len(idempotent) >= 4
+    for path, method, operation in idempotent:
+        conflict = operation["responses"].get("409")
+        assert conflict is not None, f"{method} {path} leaves out its 409"
+        conflict = _resolved(doc, conflict)
+        assert "Idempotency-Key" in conflict["description"], (path, conflict)
+        assert "Retry-After" in conflict["headers"], path
+
+
+def test_every_write_documents_the_read_only_403_and_every_route_the_throttle(doc):
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if not operation["security"]:
+                continue  # no key: the docs themselves
+            responses = operation["responses"]
+            assert "too many failed api key checks" in _resolved(doc, responses["429"])[
+                "description"].lower(), path
+            if method != "get":
+                assert "read-only" in _resolved(doc, responses["403"])["description"], path
+            if "requestBody" in operation:
+                assert "415" in responses, path
+
+
+def test_every_route_with_a_body_has_an_example_it_accepts():
+    """The example is what the document shows, and what the tenant matrix sends
+    (tests/integration/test_tenants.py): each is valid for its route's schema."""
+    app = _app()
+    for route in app[ROUTES].values():
+        if route.policy is None or route.policy.body is None:
+            continue
+        assert route.doc is not None and route.doc.example is not None, route.name
+        app[SCHEMAS][route.name].load(dict(route.doc.example))
+        operation = _doc()["paths"][route.path.replace(r":\d{1,18}", "")][route.method.lower()]
+        body = operation["requestBody"]
+        assert body["content"]["application/json"]["example"] == route.doc.example

@@ -39,3 +39,26 @@ def test_labels():
     assert names.label("Team") == "team"
     with pytest.raises(ValueError):
         names.label("a.b")
+
+
+@pytest.mark.parametrize("bad", [
+    "xn--zz.example", "xn--ls8h.example",  # bad punycode; an emoji
+    "mail.xn--a.example", "XN--ZZ.example", "xn--bcher-kva.xn--zz",
+])
+def test_punycode_labels_are_validated_as_idna(bad):
+    """Raw `xn--` labels used to be stored without any IDNA check."""
+    with pytest.raises(ValueError, match="internationalised"):
+        names.domain(bad)
+
+
+@pytest.mark.parametrize("good", ["xn--bcher-kva.de", "mail.xn--mnchen-3ya.de",
+                                  "xn--d1acufc.xn--p1ai"])
+def test_valid_punycode_labels_are_kept(good):
+    assert names.domain(good) == good
+
+
+def test_punycode_sub_domain_labels_are_validated():
+    assert names.label("xn--bcher-kva") == "xn--bcher-kva"
+    for bad in ("xn--zz", "xn--ls8h"):
+        with pytest.raises(ValueError, match="internationalised"):
+            names.label(bad)

@@ -1,8 +1,17 @@
 -- Every SQL statement mailprov runs, each behind one typed method of service/core/store.py.
 
 -- name: resolve_key
--- Auth: one indexed lookup by the key's SHA-256.
-SELECT account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+-- Auth: one indexed lookup by the key's SHA-256 (live_keys: neither revoked nor expired).
+SELECT account_id, key_id, read_only, domains FROM live_keys WHERE key_hash = $1;
+
+-- name: touch_key
+-- "Last used": at most once a minute per key, whatever the number of web processes.
+UPDATE api_keys SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+
+-- name: list_keys
+SELECT id, prefix, read_only, domains, created_at, expires_at, last_used_at, revoked_at
+FROM api_keys WHERE account_id = $1 ORDER BY id;
 
 -- name: create_account
 INSERT INTO accounts (name) VALUES ($1) RETURNING id;
@@ -11,7 +20,8 @@ INSERT INTO accounts (name) VALUES ($1) RETURNING id;
 SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1);
 
 -- name: create_api_key
-INSERT INTO api_keys (account_id, key_hash, prefix) VALUES ($1, $2, $3) RETURNING id;
+INSERT INTO api_keys (account_id, key_hash, prefix, read_only, domains, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING id;
 
 -- name: revoke_keys
 -- $1 is a whole key's hash or a prefix; the CLI refuses a prefix matching several keys.
@@ -40,10 +50,12 @@ SELECT $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, task.id FROM task
 RETURNING task_id;
 
 -- name: list_domains
+-- $2: the domains the key is limited to (NULL: all of the account's).
 SELECT d.name, d.status, d.quota_mb, d.created_at, p.name AS parent,
        d.mailbox_count
 FROM domains d LEFT JOIN domains p ON p.id = d.parent_id
 WHERE d.account_id = $1 AND d.deleted_at IS NULL
+  AND ($2::text[] IS NULL OR d.name = ANY ($2::text[]))
 ORDER BY d.name;
 
 -- name: list_mailboxes
@@ -54,19 +66,21 @@ ORDER BY address;
 -- name: resolve_key_with_task
 -- Auth and a task poll in one round trip: the task's columns are NULL when the task is
 -- not this key's account's (or does not exist).
-SELECT k.account_id, t.id, t.type, t.status, t.domain, t.results, t.progress_done,
-       t.progress_total, t.error, t.created_at, t.started_at, t.finished_at
-FROM api_keys k LEFT JOIN tasks t ON t.id = $2 AND t.account_id = k.account_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       t.id, t.type, t.status, t.domain, t.results, t.progress_done, t.progress_total, t.error,
+       t.created_at, t.started_at, t.finished_at
+FROM live_keys k LEFT JOIN tasks t ON t.id = $2 AND t.account_id = k.account_id
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_domain
 -- Auth and the domain a MailAPI request names, in one round trip (NULLs: not the
 -- account's, or deleted: the MailAPI no longer sees a deleted domain).
-SELECT k.account_id, d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       d.id, d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
        d.max_mailbox_quota_mb
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id AND d.deleted_at IS NULL
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: start_task
 -- A finished task returns no row, which makes a second run of its job a no-op. $2, the
@@ -146,9 +160,16 @@ UPDATE tasks SET results = results || $2::jsonb, progress_done = $3, updated_at 
 WHERE id = $1;
 
 -- name: finish_task
+-- A completed task keeps no client secret. A failed one keeps those of the items it did
+-- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
+-- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
 UPDATE tasks
 SET status = $2, error = $3, results = results || $4::jsonb,
     progress_done = CASE WHEN $2 = 'completed' THEN progress_total ELSE progress_done END,
+    payload = CASE
+        WHEN mailprov_erase_secrets(payload, NULL) = payload THEN payload - 'secrets_kept'
+        WHEN $2 = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+        ELSE payload || '{"secrets_kept": true}' END,
     finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'processing');
 
@@ -163,6 +184,20 @@ WHERE status = 'processing' AND worker_id IS NOT NULL;
 UPDATE tasks SET status = 'queued', updated_at = now()
 WHERE status = 'processing' AND worker_id = ANY($1::text[])
 RETURNING id, type;
+
+-- name: erase_item_secrets
+-- In the transaction that writes these items' mailboxes (worker/jobs.py).
+UPDATE tasks SET payload = mailprov_erase_secrets(payload, $2::text[]) WHERE id = $1;
+
+-- name: erase_kept_secrets
+-- The sweeper: failed tasks stop keeping their items' secrets after a while (a retry of
+-- them is then refused). From the partial index tasks_secrets_kept_idx.
+UPDATE tasks SET payload = mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+WHERE id IN (SELECT id FROM tasks
+             WHERE status = 'failed' AND payload ? 'secrets_kept'
+               AND finished_at < now() - make_interval(secs => $1)
+             ORDER BY finished_at
+             LIMIT $2);
 
 -- name: stale_tasks
 -- The sweeper's view: queued too long (Redis lost the job), or processing with no write
@@ -242,6 +277,11 @@ SET status = 'queued', error = NULL, finished_at = NULL, updated_at = now(), att
     progress_done = (SELECT count(*) FROM jsonb_each(results) AS r (k, v)
                      WHERE v ->> 'status' = $2)
 WHERE id = $1 AND status = 'failed'
+  -- an item to run again whose supplied password was erased cannot be made as asked
+  AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(payload -> 'items') AS i (item)
+                  WHERE item ? 'secret_erased'
+                    AND results -> ((item ->> 'local_part') || '@' || domain) ->> 'status'
+                        IS DISTINCT FROM $2)
 RETURNING id, type;
 
 -- Idempotency keys (service/web/idempotency.py); a key lives 24 h, given in seconds.
@@ -283,70 +323,76 @@ INSERT INTO task_types (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
 -- name: resolve_key_with_domain_entry
 -- One of the account's domains, deleted or not. With $3, also the largest quota of its
 -- mailboxes, which only a change of its limits needs.
-SELECT k.account_id, d.id, d.name, d.status, d.active, d.max_aliases, d.max_mailboxes,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       d.id, d.name, d.status, d.active, d.max_aliases, d.max_mailboxes,
        d.default_mailbox_quota_mb, d.max_mailbox_quota_mb, d.quota_mb, d.backupmx,
        d.description, d.mailbox_count, d.alias_count, d.quota_used_mb, d.created_at,
        d.updated_at, d.deleted_at, p.name AS parent, p.deleted_at AS parent_deleted_at,
        CASE WHEN $3 THEN (SELECT max(m.quota_mb) FROM mailboxes m
                           WHERE m.domain_id = d.id AND m.deleted_at IS NULL)
        END AS largest_quota_mb
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
 LEFT JOIN domains p ON p.id = d.parent_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_mailbox
 -- One of the account's mailboxes, deleted or not, with what its changes are checked
 -- against: its domain's state, limits and counters.
-SELECT k.account_id, m.id, m.address, m.local_part, d.name AS domain, m.display_name,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       m.id, m.address, m.local_part, d.name AS domain, m.display_name,
        m.quota_mb, m.active, m.force_pw_update, m.tls_enforce_in, m.tls_enforce_out,
        m.created_at, m.updated_at, m.deleted_at, m.domain_id,
        d.deleted_at AS domain_deleted_at, d.quota_mb AS domain_quota_mb,
        d.max_mailbox_quota_mb, d.max_mailboxes, d.mailbox_count, d.quota_used_mb
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN mailboxes m ON m.address = $2 AND m.account_id = k.account_id
 LEFT JOIN domains d ON d.id = m.domain_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_alias
-SELECT k.account_id, a.id, a.address, a.goto, a.active, d.name AS domain, a.created_at,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       a.id, a.address, a.goto, a.active, d.name AS domain, a.created_at,
        a.updated_at, a.deleted_at, a.domain_id, d.deleted_at AS domain_deleted_at,
        d.max_aliases, d.alias_count
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN aliases a ON a.id = $2 AND a.account_id = k.account_id
 LEFT JOIN domains d ON d.id = a.domain_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_address
 -- A new mailbox's or alias's domain $2 (the account's), its limits and counters, and what
 -- holds the address $3 already: 'mailbox' (deleted ones too, until purged), 'alias', or NULL.
-SELECT k.account_id, d.id, d.name, d.deleted_at, d.max_mailboxes, d.mailbox_count,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       d.id, d.name, d.deleted_at, d.max_mailboxes, d.mailbox_count,
        d.quota_mb, d.quota_used_mb, d.max_mailbox_quota_mb, d.default_mailbox_quota_mb,
        d.max_aliases, d.alias_count,
        CASE WHEN d.id IS NULL THEN NULL
             WHEN EXISTS (SELECT 1 FROM mailboxes WHERE address = $3) THEN 'mailbox'
             WHEN EXISTS (SELECT 1 FROM aliases WHERE address = $3) THEN 'alias' END AS taken
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN domains d ON d.name = $2 AND d.account_id = k.account_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_alias_domain
-SELECT k.account_id, a.id, a.name, a.active, t.name AS target, a.created_at, a.updated_at
-FROM api_keys k
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       a.id, a.name, a.active, t.name AS target, a.created_at, a.updated_at
+FROM live_keys k
 LEFT JOIN alias_domains a ON a.name = $2 AND a.account_id = k.account_id
 LEFT JOIN domains t ON t.id = a.target_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: resolve_key_with_alias_target
 -- A new alias domain $2's target $3 (the account's), and whether $2 is hosted already, as
 -- a domain or an alias domain of anyone (a name is hosted once per installation).
-SELECT k.account_id, d.id, d.name, d.deleted_at,
+SELECT k.account_id, k.key_id, k.read_only, k.domains,
+       d.id, d.name, d.deleted_at,
        CASE WHEN d.id IS NOT NULL
             THEN EXISTS (SELECT 1 FROM domains WHERE name = $2)
                  OR EXISTS (SELECT 1 FROM alias_domains WHERE name = $2) END AS hosted
-FROM api_keys k
+FROM live_keys k
 LEFT JOIN domains d ON d.name = $3 AND d.account_id = k.account_id
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+WHERE k.key_hash = $1;
 
 -- name: create_alias_task
 -- The alias's id is drawn with its task, so the client hears both at once.

@@ -28,10 +28,12 @@ from swagger_ui_bundle import swagger_ui_path
 from service.core import errors
 from service.core.accounts import KEY_FORMAT
 from service.web.api import responses
+from service.web.body import MAX_DEPTH
 from service.web.middleware import CLIENT_REQUEST_ID
 from service.web.resources import responses as resource_responses
 from service.web.route import RESOURCES, Route
-from service.web.state import ROUTES, SCHEMAS, SETTINGS
+from service.web.state import DOMAIN_PATHS, ROUTES, SCHEMAS, SETTINGS
+from service.web.throttle import AuthThrottled
 
 OPENAPI_VERSION = "3.0.3"  # Swagger UI 4 (swagger-ui-bundle 1.x) renders 3.0, not 3.1
 JSON = "application/json"
@@ -72,7 +74,13 @@ are kept exactly, `Task_id`/`task_id` pair included.
 **Authentication.** An API key is 32 ASCII letters or digits. POST endpoints take it as
 the body field `key`, GET endpoints as the query parameter `key`; an
 `Authorization: Bearer <key>` header works on every endpoint instead. A missing, malformed,
-unknown or revoked key gets 401.
+unknown, revoked or expired key gets 401. An address that fails more key checks than a
+limit in a minute (default 20) gets 429 with `Retry-After` until the minute is over; keys
+that worked before keep working from it. A key may be read-only (403 on every write) or
+limited to some domains (the others are 404, as if they did not exist).
+
+**Requests.** A POST body is a JSON object sent as `Content-Type: application/json`
+(else 415), at most 1 MiB (else 413) and 32 levels deep (else 400).
 
 **Errors.** Every error body is `{"status": "error", "reason": "<one sentence>"}`;
 validation errors (422) add `"errors": {"<field>": ["<message>", ...]}`. A failed task's
@@ -114,26 +122,52 @@ def response(description: str, schema: Any, *, limited: bool = False,
             "headers": _header_refs(*headers)}
 
 
+def _optional(response: dict[str, Any], names: tuple[str, ...], when: str) -> dict[str, Any]:
+    """`response` with headers `names` that only some of its cases carry (`when`)."""
+    headers = {name: {**HEADERS[name], "required": False,
+                      "description": f"{HEADERS[name]['description']} {when}"}
+               for name in names}
+    return {**response, "headers": {**response["headers"], **headers}}
+
+
+def optional_retry_after(response: dict[str, Any]) -> dict[str, Any]:
+    """`response` with a `Retry-After` that only some of its cases carry."""
+    return _optional(response, ("Retry-After",), "Only when trying again helps.")
+
+
 def reason(error: type[errors.ApiError]) -> str:
     """An error's message, quoted for a description."""
     return f"`{error().reason}`"
 
 
+# any route that checks a key can answer this 429 (service/web/throttle.py)
+THROTTLED = ("too many failed API key checks from this address in the last minute, "
+             f"before any key is looked up: {reason(AuthThrottled)} (its X-RateLimit-* "
+             "headers count failed checks per minute)")
+READ_ONLY = f"The key is read-only: {reason(errors.ReadOnlyKey)}"
+CALLER = f"`caller_id` is not the key's account: {reason(errors.UnauthorizedCaller)}"
+OUT_OF_SCOPE = "the key is limited to other domains"
+
+
 def _error_responses(error: Any, invalid: Any) -> dict[str, dict[str, Any]]:
     """The errors every route of a face shares, in that face's error shape."""
     return {
-        "BadJson": response(f"The body is not a JSON object: {reason(errors.BadJson)}", error),
-        "Unauthorized": response("Missing, malformed, unknown or revoked API key: "
+        "BadJson": response(f"The body is not a JSON object ({reason(errors.BadJson)}), or "
+                            f"it nests more than {MAX_DEPTH} levels deep "
+                            f"({reason(errors.BodyTooDeep)}).", error),
+        "NotJson": response(f"The body is not sent as JSON: {reason(errors.NotJson)}", error),
+        "Unauthorized": response("Missing, malformed, unknown, revoked or expired API key: "
                                  f"{reason(errors.InvalidApiKey)}", error),
-        "Forbidden": response("`caller_id` is not the key's account: "
-                              f"{reason(errors.UnauthorizedCaller)}", error),
         "TooLarge": response("The body is over the size limit (default 1 MiB).", error),
         "Invalid": response("Validation failed; `errors` names each field.", invalid),
         "InFlight": {
             **response("A request with this Idempotency-Key is still being handled.", error),
             "headers": _header_refs("Retry-After"),
         },
-        "RateLimited": response("Over the hourly rate limit.", error, retry_after=True),
+        "RateLimited": response(f"Over the hourly rate limit; or {THROTTLED}", error,
+                                retry_after=True),
+        "Throttled": response(THROTTLED[0].upper() + THROTTLED[1:] + ".", error,
+                              retry_after=True),
         "Internal": response("Internal error; the reason quotes the request id.", error),
         "Unavailable": {
             **response("Postgres or Redis is unreachable; retry shortly.", error),
@@ -219,9 +253,10 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 
 
 def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
-              values: dict[str, Any]) -> dict[str, Any]:
+              values: dict[str, Any], names_domain: bool = False) -> dict[str, Any]:
     """The OpenAPI operation of a route served at `path`, schemas still as marshmallow
-    objects for apispec. `values` fill the `{setting}` fields of its description."""
+    objects for apispec. `values` fill the `{setting}` fields of its description;
+    `names_domain`: the request names a domain (a key limited to other domains gets 404)."""
     doc, policy = route.doc, route.policy
     assert doc is not None
     parameters: list[Any] = ["RequestId"]
@@ -239,23 +274,28 @@ def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
         prefix = FACE_ERRORS[policy.face.name][0]
         # what the policy can answer, in its order
         if policy.body is not None:
-            errors_.update({"400": "BadJson", "413": "TooLarge"})
+            errors_.update({"400": "BadJson", "413": "TooLarge", "415": "NotJson"})
         errors_["401"] = "Unauthorized"
+        forbidden = [READ_ONLY] if route.writes else []
+        if policy.caller:
+            forbidden.append(CALLER)
+        if forbidden:
+            errors_["403"] = response("; or ".join(forbidden) + ".", face_error(route))
         if policy.idempotent:
             errors_["409"] = "InFlight"
         errors_["422"] = "Invalid"
-        if policy.caller:
-            errors_["403"] = "Forbidden"
         if policy.lookup is not None:
-            errors_["404"] = response(f"Not the account's: {reason(policy.lookup.missing)}",
-                                      face_error(route))
-        if policy.rate is not None:
-            errors_["429"] = "RateLimited"
+            errors_["404"] = response(f"Not the account's, or {OUT_OF_SCOPE}: "
+                                      f"{reason(policy.lookup.missing)}", face_error(route))
+        elif names_domain:
+            errors_["404"] = response(f"The domain is one {OUT_OF_SCOPE}: "
+                                      f"{reason(errors.DomainNotFound)}", face_error(route))
+        errors_["429"] = "RateLimited" if policy.rate is not None else "Throttled"
         errors_.update({"500": "Internal", "503": "Unavailable"})
         errors_ = {status: prefix + shared if isinstance(shared, str) else shared
                    for status, shared in errors_.items()}
         limited = policy.rate is not None
-        if policy.face is RESOURCES and policy.writes:
+        if policy.face is RESOURCES and policy.task is not None:
             ok_headers = _header_refs("Location")
         if policy.query is not None:
             parameters.append({"in": "query", "schema": schema})
@@ -264,7 +304,11 @@ def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
     errors_.update(doc.errors)
     limited = limited or "429" in doc.errors
     ok = doc.ok if isinstance(doc.ok, dict) and "description" in doc.ok else response(
-        doc.ok_text, doc.ok, limited=limited)
+        doc.ok_text, doc.ok, limited=limited and not (policy and policy.idempotent))
+    if limited and policy is not None and policy.idempotent:
+        # a replay of an Idempotency-Key answers from the record, counting against no limit
+        ok = _optional(ok, RATE_HEADERS, "Absent on a replay (`Idempotent-Replayed: true`), "
+                                         "which counts against no limit.")
     # a write of the resource API is accepted with 202, and Location says where to poll
     ok_status = "202" if "Location" in ok_headers else "200"
     result: dict[str, Any] = {
@@ -275,8 +319,10 @@ def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
         "security": security,
     }
     if policy is not None and policy.body is not None:
-        result["requestBody"] = {"required": True,
-                                 "content": {JSON: {"schema": schemas[route.name]}}}
+        content: dict[str, Any] = {"schema": schemas[route.name]}
+        if doc.example is not None:
+            content["example"] = dict(doc.example)
+        result["requestBody"] = {"required": True, "content": {JSON: content}}
     return copy.deepcopy(result)  # apispec resolves schemas in place
 
 
@@ -355,8 +401,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             continue
         assert served.resource is not None  # a named route has one
         path = served.resource.canonical
-        paths.setdefault(path, {})[served.method.lower()] = operation(route, path, schemas,
-                                                                      values)
+        paths.setdefault(path, {})[served.method.lower()] = operation(
+            route, path, schemas, values, bool(app[DOMAIN_PATHS].get(route.name)))
     for path, ops in paths.items():
         spec.path(path=path, operations=ops)
     return spec.to_dict()

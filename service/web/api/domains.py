@@ -15,7 +15,9 @@ from service.web.state import DB, LIMITER, RATE, SETTINGS
 
 
 async def list_domains(call: Call) -> web.Response:
-    rows = await call.app[DB].list_domains(account_id=call.account_id)
+    domains = call.key.domains
+    rows = await call.app[DB].list_domains(account_id=call.account_id,
+                                           domains=None if domains is None else sorted(domains))
     results = {}
     for row in rows:
         entry = {

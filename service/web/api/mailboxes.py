@@ -10,7 +10,7 @@ from service.core import names
 from service.core.errors import Invalid
 from service.core.store import Row
 from service.web.api import formats
-from service.web.api.secrets import payload_secret, payload_secrets
+from service.web.api.secrets import payload_secret
 from service.web.call import Call
 from service.web.state import DB, SETTINGS
 
@@ -48,7 +48,7 @@ def check_bulk(data: dict[str, Any], domain: Row) -> None:
 
 def mailbox_item(local_part: str, display_name: str | None, quota_mb: int,
                  secret: dict[str, str], **flags: bool) -> dict[str, Any]:
-    """One mailbox as a job reads it: `secret` from payload_secrets (empty: the worker
+    """One mailbox as a job reads it: `secret` from payload_secret (empty: the worker
     generates a password); `flags` (active, force_pw_update, ...) only where they differ
     from the defaults."""
     item: dict[str, Any] = {"local_part": local_part, "quota_mb": quota_mb, **secret}
@@ -62,7 +62,7 @@ async def create_single(call: Call) -> web.Response:
     domain, params = call.found, call.data["Params"]
     assert domain is not None  # the route's lookup
     item = mailbox_item(call.data["local_part"], params["display_name"],
-                        _quota(params["quota_mb"], domain), await payload_secret(call, params))
+                        _quota(params["quota_mb"], domain), payload_secret(call, params))
     task_id = await call.submit("mailbox_single", domain["name"],
                                 {"domain_id": domain["id"], "items": [item]}, 1)
     return web.json_response({"status": "success", "task_id": task_id})
@@ -74,21 +74,19 @@ async def create_bulk(call: Call) -> web.Response:
     params = data["Params"]
     if "count" in params:
         quota = _quota(params["quota_mb"], domain)
-        # one shared password is hashed once: the same secret, the same hash
-        shared = await payload_secret(call, params)
+        # a shared password is sealed once per mailbox: each gets its own hash and salt
         start = params["start"]
         items = [
             mailbox_item(names.local_part(f"{data['Email_fullname']}{n}"),
-                         params["display_name"], quota, shared)
+                         params["display_name"], quota, payload_secret(call, params))
             for n in range(start, start + params["count"])
         ]
     else:
-        entries = params["mailboxes"]
-        secrets = await payload_secrets(call, entries)
         items = [
             mailbox_item(e["local_part"], e["display_name"] or params["display_name"],
-                         _quota(e["quota_mb"] or params["quota_mb"], domain), secret)
-            for e, secret in zip(entries, secrets, strict=True)
+                         _quota(e["quota_mb"] or params["quota_mb"], domain),
+                         payload_secret(call, e))
+            for e in params["mailboxes"]
         ]
     task_id = await call.submit("mailbox_bulk", domain["name"],
                                 {"domain_id": domain["id"], "items": items}, len(items))

@@ -28,9 +28,11 @@ class Error(Schema):
 
 class ValidationFailed(Error):
     """A request that failed validation; `errors` names each bad field (`Params.quota_mb`)
-    with its messages. Some 422s (a task type that does not match) have no `errors`."""
+    with its messages. Some 422s (a task type that does not match) have no `errors`. At
+    most 100 fields are listed: past that, `error_count` says how many were invalid."""
 
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    error_count = fields.Integer()
 
 
 class DomainEntry(Schema):

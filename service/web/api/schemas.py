@@ -7,6 +7,7 @@ query parameters are ignored (cache busters and the like are harmless there).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -122,10 +124,26 @@ class Limits(Schema):
     class Meta:
         unknown = RAISE
 
+    # lists checked for length before any of their items is validated (a 1 MiB list of
+    # bad items would otherwise cost seconds and answer megabytes of errors), as
+    # (dotted path, the setting that bounds it, the message, with {limit})
+    LIST_LIMITS: tuple[tuple[str, str, str], ...] = ()
+
     def __init__(self, *, bulk_max: int = 1000, sub_domains_max: int = 10) -> None:
         super().__init__()
         self.bulk_max = bulk_max
         self.sub_domains_max = sub_domains_max
+
+    @pre_load
+    def _list_lengths_first(self, data: Any, **kwargs: Any) -> Any:
+        for path, limit_name, message in self.LIST_LIMITS:
+            value = data
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            limit = getattr(self, limit_name)
+            if isinstance(value, list) and len(value) > limit:
+                raise ValidationError(message.format(limit=limit), path)
+        return data
 
 
 class BodySchema(Limits):
@@ -159,9 +177,14 @@ class SubDomainParams(StrictSchema):
     sub_domains = fields.List(Name(names.label), required=True)
 
 
+SUB_DOMAINS_MESSAGE = "Maximum {limit} sub-domains are allowed per request."
+MAILBOXES_MESSAGE = "Give 1 to {limit} mailboxes."
+
+
 class CreateSubDomain(BodySchema):
     Domain = Name(names.domain, required=True)
     Params = fields.Nested(SubDomainParams, required=True)
+    LIST_LIMITS = (("Params.sub_domains", "sub_domains_max", SUB_DOMAINS_MESSAGE),)
 
     @validates_schema
     def _labels(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -169,10 +192,8 @@ class CreateSubDomain(BodySchema):
         if not labels:
             raise ValidationError("At least one sub-domain is required.", "Params.sub_domains")
         if len(labels) > self.sub_domains_max:
-            raise ValidationError(
-                f"Maximum {self.sub_domains_max} sub-domains are allowed per request.",
-                "Params.sub_domains",
-            )
+            raise ValidationError(SUB_DOMAINS_MESSAGE.format(limit=self.sub_domains_max),
+                                  "Params.sub_domains")
         if len(set(labels)) != len(labels):
             raise ValidationError("Sub-domains must not repeat.", "Params.sub_domains")
 
@@ -244,6 +265,7 @@ class CreateMailboxBulk(BodySchema):
     single_bulk = Text(required=True)
     Domain = Name(names.domain, required=True)
     Params = fields.Nested(BulkParams, required=True)
+    LIST_LIMITS = (("Params.mailboxes", "bulk_max", MAILBOXES_MESSAGE),)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -264,7 +286,8 @@ class CreateMailboxBulk(BodySchema):
             return
         items = params["mailboxes"]
         if not 1 <= len(items) <= self.bulk_max:
-            raise ValidationError(f"Give 1 to {self.bulk_max} mailboxes.", "Params.mailboxes")
+            raise ValidationError(MAILBOXES_MESSAGE.format(limit=self.bulk_max),
+                                  "Params.mailboxes")
         parts = [item["local_part"] for item in items]
         if len(set(parts)) != len(parts):
             raise ValidationError("Mailboxes must not repeat.", "Params.mailboxes")
@@ -288,6 +311,38 @@ class TaskQuery(Schema):
     task_id = fields.Integer(required=True, validate=validate.Range(1, PG_BIGINT_MAX))
 
 
+def domain_paths(schema: Schema) -> list[tuple[str, ...]]:
+    """Where data validated by `schema` names a domain: the paths of its fields that
+    normalise a domain name, through nested schemas and lists (`*`: each item). A key
+    limited to some domains is checked against every name found there (policy.py), so
+    a route added later is checked as soon as its schema has such a field."""
+    return [(name, *rest) for name, field in schema.fields.items()
+            for rest in _domain_paths(field)]
+
+
+def _domain_paths(field: fields.Field) -> list[tuple[str, ...]]:
+    if isinstance(field, Name):
+        return [()] if field.normalise is names.domain else []
+    if isinstance(field, fields.Nested) and isinstance(field.schema, Schema):
+        return domain_paths(field.schema)
+    if isinstance(field, fields.List):
+        return [("*", *rest) for rest in _domain_paths(field.inner)]
+    return []
+
+
+def values_at(data: Any, path: tuple[str, ...]) -> list[Any]:
+    """The values found at `path` in validated data (`*`: each item of a list)."""
+    if not path:
+        return [data]
+    head, rest = path[0], path[1:]
+    if head == "*":
+        return [v for item in data for v in values_at(item, rest)] if isinstance(
+            data, list) else []
+    if isinstance(data, Mapping) and head in data:
+        return values_at(data[head], rest)
+    return []
+
+
 def flatten(messages: Any, path: str = "") -> dict[str, list[str]]:
     """marshmallow's nested messages as {"Params.quota_mb": ["..."]}."""
     if isinstance(messages, Mapping):
@@ -302,12 +357,22 @@ def flatten(messages: Any, path: str = "") -> dict[str, list[str]]:
     return {path or "body": [str(messages)]}
 
 
+# at most this many fields' messages in one answer (a bulk can have 1,000 bad items)
+MAX_ERROR_FIELDS = 100
+
+
 def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate `data`; raise Invalid (422) with every field's messages."""
+    """Validate `data`; raise Invalid (422) with the messages of each field, of at most
+    MAX_ERROR_FIELDS fields: past that, `error_count` says how many fields were bad."""
     try:
         return schema.load(data)
     except ValidationError as exc:
         errors = flatten(exc.messages)
         # an unknown field is usually a typo, and the cause of the other messages too
         field, texts = min(errors.items(), key=lambda item: item[1] != ["Unknown field."])
-        raise Invalid(f"{field}: {texts[0]}", errors) from None
+        if len(errors) <= MAX_ERROR_FIELDS:
+            raise Invalid(f"{field}: {texts[0]}", errors) from None
+        others = (item for item in errors.items() if item[0] != field)
+        shown = {field: texts, **dict(itertools.islice(others, MAX_ERROR_FIELDS - 1))}
+        raise Invalid(f"{field}: {texts[0]} ({len(errors)} fields are invalid, "
+                      f"{len(shown)} of them listed)", shown, error_count=len(errors)) from None

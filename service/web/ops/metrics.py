@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from service.core import logs, oversight
+from service.web.clients import client_of
 from service.web.state import ARQ, DB, REQUEST_ID, ROUTES, SETTINGS
 
 log = logging.getLogger("mailprov.web")
@@ -43,6 +44,13 @@ class WebMetrics:
         self.rate_limited = Counter("mailprov_rate_limited",
                                     "Requests refused by a rate limit (429)", ["route"],
                                     registry=r)
+        self.auth_failures = Counter("mailprov_auth_failures",
+                                     "Requests refused for a missing, malformed, unknown, "
+                                     "revoked or expired API key (401)", registry=r)
+        self.auth_throttled = Counter("mailprov_auth_throttled",
+                                      "Requests refused before any key lookup, their "
+                                      "address having failed too many key checks (429)",
+                                      registry=r)
         self.queue_depth = Gauge("mailprov_queue_depth",
                                  "Jobs in the arq queue, deferred ones included", registry=r)
         self.queue_deferred = Gauge("mailprov_queue_deferred",
@@ -99,7 +107,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             quiet = route in QUIET_ROUTES and status < 400
             log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s", request.method,
                     route, status, extra={"method": request.method, "route": route,
-                                          "status": status,
+                                          "status": status, "client": client_of(request),
                                           "duration_ms": round(elapsed * 1000, 1),
                                           "request_id": request.get(REQUEST_ID)})
 

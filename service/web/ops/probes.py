@@ -14,9 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from service.core.passwords import CHECK_TIMEOUT_S as HASH_CHECK_TIMEOUT_S
 from service.core.sql import SCHEMA
-from service.web.state import ARQ, DB, HASHER
+from service.web.state import ARQ, DB
 
 log = logging.getLogger("mailprov.health")
 
@@ -54,19 +53,12 @@ async def _redis(request: web.Request) -> str:
     return "ok"
 
 
-async def _hashing(request: web.Request) -> str:
-    await request.app[HASHER].check()
-    return "ok"
-
-
 async def readyz(request: web.Request) -> web.Response:
-    """Postgres and Redis answer, the schema is applied and the hashing pool hashes: 200,
-    else 503 with the cause."""
-    postgres, redis, hashing = await asyncio.gather(
-        _check("postgres", _postgres(request)), _check("redis", _redis(request)),
-        # the pool's own limit: a busy pool may first finish a batch it holds
-        _check("hashing", _hashing(request), HASH_CHECK_TIMEOUT_S))
-    checks = {"postgres": postgres, "redis": redis, "hashing": hashing}
+    """Postgres and Redis answer, and the schema is applied: 200, else 503 with the cause.
+    (The web hashes nothing: the workers' pools are checked by `mailprov worker --check`.)"""
+    postgres, redis = await asyncio.gather(_check("postgres", _postgres(request)),
+                                           _check("redis", _redis(request)))
+    checks = {"postgres": postgres, "redis": redis}
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
                              status=200 if ready else 503)

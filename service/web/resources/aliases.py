@@ -109,6 +109,6 @@ async def forget_alias(call: Call) -> web.Response:
 async def bulk(call: Call) -> web.Response:
     action, ids = call.data["action"], call.data["ids"]
     # an id that is not the account's gets `Not found.` in the results
-    task_id = await call.submit("alias_bulk_action", "",
-                                {"action": action, "items": [str(i) for i in ids]}, len(ids))
+    task_id = await call.submit("alias_bulk_action", "", call.within_scope(
+        {"action": action, "items": [str(i) for i in ids]}), len(ids))
     return call.accepted(task_id, f"Scheduled to {action} these {len(ids)} aliases.")

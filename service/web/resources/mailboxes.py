@@ -73,7 +73,7 @@ async def create_mailbox(call: Call) -> web.Response:
     domain, data = _found(call), call.data
     flags = {flag: data[flag] for flag in FLAGS if data[flag] != DEFAULT_FLAGS[flag]}
     item = mailbox_item(data["local_part"], data["name"], _quota(data, domain),
-                        await payload_secret(call, data), **flags)
+                        payload_secret(call, data), **flags)
     task_id = await call.submit("mailbox_single", domain["name"],
                                 {"domain_id": domain["id"], "items": [item]}, 1)
     address = f"{data['local_part']}@{domain['name']}"
@@ -100,7 +100,7 @@ def check_change(data: dict[str, Any], mailbox: Row) -> None:
 async def update_mailbox(call: Call) -> web.Response:
     mailbox, data = _found(call), call.data
     changes = {COLUMNS[field]: value for field, value in data.items() if field in COLUMNS}
-    changes.update(await payload_secret(call, data))
+    changes.update(payload_secret(call, data))
     task_id = await call.submit("mailbox_update", mailbox["domain"],
                                 {"mailbox_id": mailbox["id"], "changes": changes}, 1)
     return call.accepted(task_id, f"Scheduled to change the mailbox {mailbox['address']}.")
@@ -140,5 +140,6 @@ async def bulk(call: Call) -> web.Response:
     # account's gets `Not found.` in the results
     domains = {domain_of(email) for email in emails}
     task_id = await call.submit("mailbox_bulk_action", domains.pop() if len(domains) == 1
-                                else "", {"action": action, "items": emails}, len(emails))
+                                else "", call.within_scope({"action": action, "items": emails}),
+                                len(emails))
     return call.accepted(task_id, f"Scheduled to {action} these {len(emails)} mailboxes.")

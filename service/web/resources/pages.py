@@ -35,7 +35,8 @@ def page_request(call: Call) -> PageRequest:
         account_id=call.account_id, number=data["page_number"], size=data["page_size"],
         sort=sort.lstrip("-"), descending=sort.startswith("-"), cursor=data["page_cursor"],
         filters={name: data[name] for name in FILTERS if name in data},
-        deleted=data.get("deleted") or "without")
+        deleted=data.get("deleted") or "without",
+        domains=None if call.key.domains is None else sorted(call.key.domains))
 
 
 def lister(listing: str, shape: Shape) -> Handler:
