@@ -40,6 +40,7 @@ class WorkerProcess:
         full_env.update({
             "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
             "MAILPROV_REDIS_PREFIX": settings.redis_prefix,
+            "MAILPROV_SECRET_KEY": settings.secret_key,
             "MAILPROV_ARGON2_TIME_COST": str(settings.argon2_time_cost),
             "MAILPROV_ARGON2_MEMORY_KIB": str(settings.argon2_memory_kib),
             "MAILPROV_HASH_PROCESSES": "1", "MAILPROV_LOG_FORMAT": "text", **env,
