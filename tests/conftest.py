@@ -242,6 +242,33 @@ class Factory:
         return r.body
 
 
+def fill(value: Any, domain: str, example: str = "example.com") -> Any:
+    """A documented example with its domain replaced wherever it appears (addresses too)."""
+    if isinstance(value, str):
+        return value.replace(example, domain)
+    if isinstance(value, dict):
+        return {k: fill(v, domain, example) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, domain, example) for v in value]
+    return value
+
+
+async def send(client: TestClient, route: Any, key: str, fields: dict[str, Any] | None = None,
+               parts: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+    """A request to any API route of the table, in its own face: the MailAPI's key in the
+    body or the query, the resource API's as a Bearer header; `fields` are the body of a
+    route that has one, else the query; `parts` fill the path."""
+    path = url(client, route.name, **(parts or {}))
+    headers = dict(headers or {})
+    if route.policy.bearer:
+        headers["Authorization"] = f"Bearer {key}"
+    else:
+        fields = {**(fields or {}), "key": key}
+    if route.policy.body is not None:
+        return await client.request(route.method, path, json=fields or {}, headers=headers)
+    return await client.request(route.method, path, params=fields, headers=headers)
+
+
 def url(client: TestClient, route: str, **parts: Any) -> str:
     """A route's path, built from its name (and its path's parts)."""
     return str(client.app.router[route].url_for(  # type: ignore[union-attr]

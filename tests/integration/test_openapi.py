@@ -262,9 +262,9 @@ READS = [("tasks", {}), ("task", "task"), ("domains", {}), ("domain", {"domain":
 
 
 async def test_every_documented_response_of_the_resource_api_is_a_real_one(
-        make, client, settings, run_worker, db):
+        make, client, settings, run_worker, db, redis):
     seen: set[tuple[str, str, str]] = set()
-    _, key = await make.account("a")
+    a_id, key = await make.account("a")
     _, other = await make.account("b")
     api = await Rest(client, seen, key).load()
 
@@ -297,6 +297,8 @@ async def test_every_documented_response_of_the_resource_api_is_a_real_one(
         parts = ids.get(parts, parts) if isinstance(parts, str) else parts
         await api.rest("GET", route, 200, **parts)
         await api.rest("GET", route, 401, key="A" * 32, **parts)
+        # more wrong keys than the failed-auth throttle allows: each starts its window afresh
+        await redis.delete(f"{settings.redis_prefix}auth:fail:127.0.0.1")
         await api.rest("GET", route, 422, params={"nothing": "1"}, **parts)
         if parts:
             await api.rest("GET", route, 404, key=other, **parts)
@@ -308,6 +310,7 @@ async def test_every_documented_response_of_the_resource_api_is_a_real_one(
     writes = _writes(alias_id, old["id"])
     for method, route, parts, body in writes:
         await api.rest(method, route, 401, body, key="A" * 32, **parts)
+        await redis.delete(f"{settings.redis_prefix}auth:fail:127.0.0.1")
         if parts or route in ("mailbox_create", "alias_create", "alias_domain_create"):
             # another account's resource, or the domain a new one would be made in
             await api.rest(method, route, 404, body, key=other, **parts)
@@ -315,10 +318,13 @@ async def test_every_documented_response_of_the_resource_api_is_a_real_one(
         await api.rest(method, route, 422, **bad, **parts)
         if body is not None:
             await api.call(method, route, 400, parts, data=b"[1]",
+                           headers={"Authorization": f"Bearer {key}",
+                                    "Content-Type": "application/json"})
+            await api.call(method, route, 415, parts, data=b"{}",
                            headers={"Authorization": f"Bearer {key}"})
     async with db.transaction() as q:
-        assert await q.idempotency_lock(account_id=(await db.resolve_key(
-            key_hash=digest(key))), key="busy")
+        found = await db.resolve_key(key_hash=digest(key))
+        assert await q.idempotency_lock(account_id=found["account_id"], key="busy")
         for method, route, parts, body in writes:
             await api.rest(method, route, 409, body, headers={"Idempotency-Key": "busy"},
                            **parts)
@@ -338,6 +344,18 @@ async def test_every_documented_response_of_the_resource_api_is_a_real_one(
     ]
     for method, route, parts, body in conflicts:
         await api.rest(method, route, 409, body, **parts)
+    # a read-only key on every write; a key limited to other domains
+    read_only = await create_key(db, a_id, Scope(read_only=True))
+    for method, route, parts, body in writes:
+        refused = await api.rest(method, route, 403, body, key=read_only, **parts)
+        assert refused["msg"] == "This API key is read-only."
+    limited = await create_key(db, a_id, Scope(domains=frozenset({"example.com"})))
+    await api.rest("POST", "domain_create", 404, {"domain": "elsewhere.example"}, key=limited)
+    await api.rest("POST", "domain_bulk_delete", 404, {"domains": ["elsewhere.example"]},
+                   key=limited)
+    for route in ("mailboxes", "aliases", "alias_domains"):
+        await api.rest("GET", route, 404, key=limited,
+                       params={"filter[domain]": "elsewhere.example"})
     # a tight app: 413 past 1 KiB, and every limit used up (nothing is recorded)
     tight = settings.replace(max_body_bytes=1024, rate_create_domain=0,
                              rate_create_mailbox_single=0, rate_write=0, rate_get=0)
@@ -357,7 +375,8 @@ async def test_every_documented_response_of_the_resource_api_is_a_real_one(
         answer = await api.rest(method, route, 202, body, **parts)
         assert set(answer) >= {"type", "msg", "task_id"}
         await run_worker()
-    assert documented(api.doc, resources=True) - seen == set()
+    missing = sorted(documented(api.doc, resources=True) - seen)
+    assert missing == [], "\n".join(map(str, missing))
 
 
 

@@ -158,7 +158,8 @@ async def test_the_key_is_a_bearer_header_and_errors_have_the_resource_shape(mak
     r = await client.get("/api/v1/list/nothing")
     assert r.status == 404 and (await r.json())["status"] == "error"
     bad_json = await client.post("/api/v1/mailboxes", data=b"[1]",
-                                 headers={"Authorization": f"Bearer {key}"})
+                                 headers={"Authorization": f"Bearer {key}",
+                                          "Content-Type": "application/json"})
     assert bad_json.status == 400 and (await bad_json.json()) == {
         "type": "error", "msg": "The request body must be a JSON object."}
 

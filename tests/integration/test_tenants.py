@@ -24,17 +24,23 @@ from service.core.accounts import Scope, create_key
 from service.web.app import create_app
 from service.web.routes import ROUTES
 from service.web.state import SCHEMAS
+from tests.conftest import fill, send
 
 OWNED = "a-owned.example"  # the first account's domain, which the others probe
 ELSEWHERE = "a-else.example"  # another domain of the first account
 EXAMPLE = "example.com"  # the domain of every documented example
 NO_TASK = 9_000_000_000_000_000_000
+NO_ID = 900_000_000_000_000_000  # an id a path's pattern takes that names nothing
+ALIAS_DOMAIN = "a-alias.example"  # the first account's alias domain, of OWNED
 NO_ACCOUNT = 9_000_000_000
 API_ROUTES = [r for r in ROUTES if r.policy is not None]
 # one documented answer of the contract tells "hosted by some account" apart from "free":
 # a domain is hosted once per installation (api-v1.md, create/domain: 409 when any account
 # holds it). It names no account and reveals nothing else; counted apart, not as a leak.
-CONTRACT = {("create_domain", "Domain", 409, 200)}
+CONTRACT = {("create_domain", "Domain", 409, 200), ("domain_create", "domain", 409, 202)}
+
+
+Request = tuple[dict[str, Any], dict[str, Any]]  # (body or query fields, path parts)
 
 
 @dataclass
@@ -58,17 +64,6 @@ class Answer:
         return self.status, re.sub(r"nowhere-[a-z-]+\.example", "D", text.replace(OWNED, "D"))
 
 
-def _fill(value: Any, domain: str) -> Any:
-    """An example with its domain replaced, wherever it appears (addresses included)."""
-    if isinstance(value, str):
-        return value.replace(EXAMPLE, domain)
-    if isinstance(value, dict):
-        return {k: _fill(v, domain) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, domain) for v in value]
-    return value
-
-
 async def _snapshot(db, redis, prefix: str, account_id: int) -> dict[str, Any]:
     """Everything of the account that a request could change."""
     rows = {}
@@ -76,6 +71,7 @@ async def _snapshot(db, redis, prefix: str, account_id: int) -> dict[str, Any]:
                          ("idempotency_keys", "account_id = $1"),
                          ("mailboxes", "domain_id IN (SELECT id FROM domains "
                                        "WHERE account_id = $1)"),
+                         ("aliases", "account_id = $1"), ("alias_domains", "account_id = $1"),
                          ("api_keys", "account_id = $1")):
         found = await db.pool.fetch(f"SELECT * FROM {table} WHERE {where} "  # noqa: S608
                                     "ORDER BY 1, 2", account_id)
@@ -92,48 +88,72 @@ async def _snapshot(db, redis, prefix: str, account_id: int) -> dict[str, Any]:
 class Matrix:
     """Sends each intruder's pairs of requests to every API route; collects what leaks."""
 
-    def __init__(self, web: TestClient, a_id: int, a_tasks: list[int],
-                 secrets: list[str]) -> None:
+    def __init__(self, web: TestClient, db: Any, a_id: int, a_tasks: list[int],
+                 alias_id: int, secrets: list[str]) -> None:
         self.web = web
+        self.db = db
         self.a_id = a_id
         self.a_tasks = a_tasks
+        self.alias_id = alias_id
         self.secrets = secrets
         self.leaks: list[str] = []
         self.contract: list[str] = []
         self.asked = 0
 
-    async def call(self, route: Any, who: Intruder, fields: dict[str, Any],
+    async def call(self, route: Any, who: Intruder, request: Request,
                    idem: str | None = None) -> Answer:
         self.asked += 1
-        path = str(self.web.app.router[route.name].url_for())
-        if route.policy.body is not None:
-            headers = {"Idempotency-Key": idem} if idem else {}
-            r = await self.web.post(path, json={**fields, "key": who.key}, headers=headers)
-        else:
-            r = await self.web.get(path, params={**fields, "key": who.key})
+        fields, parts = request
+        r = await send(self.web, route, who.key, fields, parts,
+                       headers={"Idempotency-Key": idem} if idem else None)
         body = await r.json() if r.content_type == "application/json" else await r.text()
         return Answer(r.status, body, r.headers.get("Idempotent-Replayed") == "true")
 
-    def pairs(self, route: Any) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def targets(self, nowhere: str) -> dict[str, list[tuple[Any, Any]]]:
+        """What a field or a path part may name: (the first account's, nobody's)."""
+        return {"caller_id": [(self.a_id, NO_ACCOUNT)], "domain": [(OWNED, nowhere)],
+                "task_id": [(t, NO_TASK) for t in self.a_tasks],
+                "filter[domain]": [(OWNED, nowhere)], "email": [(f"john@{OWNED}",
+                                                                 f"john@{nowhere}")],
+                "id": [(self.alias_id, NO_ID)], "alias_domain": [(ALIAS_DOMAIN, nowhere)]}
+
+    def pairs(self, route: Any) -> list[tuple[str, Request, Request]]:
         """(what is probed, a request naming the first account's, its twin naming what
-        exists for nobody), from the route's schema and its documented example."""
+        exists for nobody), from the route's path, its schema and its documented example."""
         schema = self.web.app[SCHEMAS][route.name]
-        assert "{" not in route.path, f"{route.name}: say how its path is filled"
         nowhere = f"nowhere-{route.name.replace('_', '-')}.example"
+        targets = self.targets(nowhere)
+        in_path = re.findall(r"\{([a-z_]+)[:}]", route.path)
+        body: dict[str, Any] = {}
         if route.policy.body is not None:
             assert route.doc is not None and route.doc.example is not None, route.name
             example = dict(route.doc.example)
-            named = [n for n in schema.fields if EXAMPLE in json.dumps(example.get(n))]
-            assert named, f"{route.name}: its example names no domain"
-            return [("Domain" if "Domain" in named else named[0], _fill(example, OWNED),
-                     _fill(example, nowhere))]
-        known = {"caller_id", "domain", "task_id"}
-        unknown = [n for n, f in schema.fields.items() if f.required and n not in known]
+            body = fill(example, OWNED)
+            if "ids" in example:  # a bulk of aliases names them by id
+                return [("ids", ({**body, "ids": [self.alias_id]}, {}),
+                         ({**body, "ids": [NO_ID]}, {}))]
+            if not in_path:
+                named = [n for n in schema.fields if EXAMPLE in json.dumps(example.get(n))]
+                assert named, f"{route.name}: its example names no domain"
+                return [("Domain" if "Domain" in named else named[0], (body, {}),
+                         (fill(example, nowhere), {}))]
+        if in_path:
+            if route.policy.body is None:
+                body = {}
+            if in_path == ["task_id"]:  # the path's pattern takes ids of up to 18 digits
+                targets["task_id"] = [(t, NO_ID) for t in self.a_tasks]
+            assert set(in_path) <= set(targets), f"{route.name}: say how its path is filled"
+            return [(name, (body, {name: owned}), (body, {name: none}))
+                    for name in in_path for owned, none in targets[name]]
+        fields = {f.data_key or n: f for n, f in schema.fields.items()}
+        known = {"caller_id", "domain", "task_id", "filter[domain]"}
+        unknown = [n for n, f in fields.items() if f.required and n not in known]
         assert not unknown, f"{route.name}: say how {unknown} are filled"
-        targets = {"caller_id": [(self.a_id, NO_ACCOUNT)], "domain": [(OWNED, nowhere)],
-                   "task_id": [(t, NO_TASK) for t in self.a_tasks]}
-        return [(name, {name: owned}, {name: none}) for name in known & set(schema.fields)
-                for owned, none in targets[name]]
+        probed = [(name, ({name: owned}, {}), ({name: none}, {}))
+                  for name in known & set(fields) for owned, none in targets[name]]
+        # a listing that names nothing is still asked once: it must not show the first
+        # account's data
+        return probed or [("nothing", ({}, {}), ({}, {}))]
 
     async def probe(self, who: Intruder) -> None:
         for route in API_ROUTES:
@@ -143,9 +163,9 @@ class Matrix:
                     continue  # its own account's id: not another's
                 neutral = {k: v for k, v in {"caller_id": who.account_id,
                                              "domain": OWNED}.items()
-                           if k in fields and k != probed}
-                mine = await self.call(route, who, {**neutral, **target})
-                none = await self.call(route, who, {**neutral, **twin})
+                           if k in fields and k != probed and not route.policy.bearer}
+                mine = await self.call(route, who, ({**neutral, **target[0]}, target[1]))
+                none = await self.call(route, who, ({**neutral, **twin[0]}, twin[1]))
                 where = f"{route.name} as {who.name}, {probed}"
                 if mine.shape() != none.shape():
                     if (route.name, probed, mine.status, none.status) in CONTRACT \
@@ -155,12 +175,18 @@ class Matrix:
                         self.leaks.append(f"{where}: {mine.shape()} / {none.shape()}")
                 text = json.dumps(mine.body)
                 shown = [s for s in self.secrets if s in text]
+                # a page's links echo the filter it was asked for: not the account's data
+                shown_data = json.dumps({k: v for k, v in mine.body.items() if k != "links"}
+                                        if isinstance(mine.body, dict) else mine.body)
                 if shown or (mine.status == 200 and route.policy.body is None
-                             and OWNED in text):
+                             and OWNED in shown_data):
                     self.leaks.append(f"{where}: shows {shown or OWNED}: {text[:200]}")
                 if route.policy.idempotent and who.account_id != self.a_id:
-                    # the first account's Idempotency-Key, with the very request it made
-                    reused = await self.call(route, who, {**neutral, **target},
+                    # the first account's Idempotency-Key, with the very request it made;
+                    # the intruder's own earlier use of it (on another route) is forgotten
+                    await self.db.pool.execute("DELETE FROM idempotency_keys "
+                                               "WHERE account_id = $1", who.account_id)
+                    reused = await self.call(route, who, ({**neutral, **target[0]}, target[1]),
                                              idem="a-used-this")
                     if reused.replayed or reused.shape() != mine.shape():
                         self.leaks.append(f"{where}, Idempotency-Key: {reused.shape()}")
@@ -190,8 +216,14 @@ async def test_no_route_reveals_or_changes_another_accounts_data(make, db, redis
     a_tasks.append(await db.pool.fetchval(
         "SELECT id FROM tasks WHERE account_id = $1 AND domain = $2 AND type = 'domain'",
         a_id, OWNED))
+    alias = await make.rest("POST", "alias_create", a_key,
+                            {"address": f"sales@{OWNED}", "goto": [f"john@{OWNED}"]})
+    await make.done(a_key, alias)
+    await make.done(a_key, await make.rest("POST", "alias_domain_create", a_key, {
+        "alias_domain": ALIAS_DOMAIN, "target_domain": OWNED}))
     # what no intruder may see: names and ids it did not send
-    secrets = ["john@", "team1@", f"team.{OWNED}", "johns own secret", *map(str, a_tasks)]
+    secrets = ["john@", "team1@", f"team.{OWNED}", "johns own secret", "sales@",
+               ALIAS_DOMAIN, *map(str, a_tasks)]
 
     b_id, b_key = await make.account("b")
     await make.domain(b_key, "b-owned.example")
@@ -204,7 +236,7 @@ async def test_no_route_reveals_or_changes_another_accounts_data(make, db, redis
     # the probes make many failed key checks from one address: no throttle in the way
     open_door = settings.replace(auth_failures_per_minute=10**9)
     async with TestClient(TestServer(create_app(open_door))) as web:
-        matrix = Matrix(web, a_id, a_tasks, secrets)
+        matrix = Matrix(web, db, a_id, a_tasks, alias.body["id"], secrets)
         before = await _snapshot(db, redis, settings.redis_prefix, a_id)
         for who in (Intruder("another account", b_key, b_id),
                     Intruder("a revoked key", revoked, a_id),
@@ -219,11 +251,20 @@ async def test_no_route_reveals_or_changes_another_accounts_data(make, db, redis
         last = await _snapshot(db, redis, settings.redis_prefix, a_id)
     changed = [part for part in sorted(set(before) | set(after))
                if before.get(part) != after.get(part)]
+    # the limited key's bulk actions are its account's own tasks, acting on nothing
+    # outside its domains: each of their items reads `Not found.`
+    bulks = [t for t in last["tasks"] if t not in after["tasks"]]
+    assert all(t["type"].endswith("_bulk_action") and t["status"] == "completed"
+               and {r["status"] for r in t["results"].values()} == {"Not found."}
+               for t in bulks), bulks
+    last["tasks"] = [t for t in last["tasks"] if t not in bulks]
     changed += [part for part in ("domains", "tasks", "idempotency_keys", "mailboxes",
-                                  "api_keys") if after[part] != last[part]]
+                                  "aliases", "alias_domains", "api_keys")
+                if after[part] != last[part]]
     leaks = matrix.leaks + [f"changed: {part}" for part in changed]
     assert matrix.asked > 100, matrix.asked
     assert leaks == [], "\n".join(leaks)
     # the one answer the contract itself requires, counted apart
-    assert matrix.contract == ["create_domain as another account, Domain: 409 / 200"], \
+    assert matrix.contract == ["create_domain as another account, Domain: 409 / 200",
+                               "domain_create as another account, domain: 409 / 202"], \
         matrix.contract
