@@ -126,6 +126,9 @@ def page_sql(name: str, request: PageRequest) -> tuple[str, list[Any]]:
     cursor = request.cursor
     slots = {f: f"${len(params) + i}" for i, f in enumerate(
         ("size", "number", "how", "k1", "k2"), start=1)}
+    # bigint: a far page[number] times the size overflows the integer Postgres would infer
+    slots["size"] += "::bigint"
+    slots["number"] += "::bigint"
     params += [request.size, request.number, cursor and cursor.how, cursor and cursor.key,
                cursor and cursor.id]
     listing_sql = QUERIES[name].format(where=" AND ".join(where))
