@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import shutil
 import smtplib
 import tempfile
 import time
@@ -106,6 +107,7 @@ async def mailstack(ctx: Context) -> list[Row]:
     finally:
         await t.stop_all()
         await servers.stop()
+        shutil.rmtree(servers.directory, ignore_errors=True)
 
     def spread(values: list[float]) -> str:
         return (f"p50 {ms(1000 * percentile(values, 50))}, "
