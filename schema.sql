@@ -364,3 +364,63 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
                        - '{password_sealed,password_hash}'::text[] || '{"secret_erased": true}')
     ELSE payload END
 $$;
+
+-- Where postmaster@ and abuse@ of a domain go (RFC 5321 4.5.1, RFC 2142): an address its
+-- owner sets through the API; NULL: the domain's first live mailbox (mail_roles).
+ALTER TABLE domains ADD COLUMN IF NOT EXISTS postmaster text;
+
+-- postmaster@ and abuse@ of every live domain, for Postfix's virtual_alias_maps (after the
+-- aliases, so an alias or a mailbox of that name takes them). A domain with no postmaster
+-- set and no mailbox has no row: its catch-all, if any, takes them.
+CREATE OR REPLACE VIEW mail_roles AS
+SELECT name AS domain, goto FROM (
+    SELECT md.name, coalesce(d.postmaster, (
+        SELECT m.address FROM mailboxes m
+        WHERE m.domain_id = d.id AND m.active AND m.deleted_at IS NULL
+        ORDER BY m.created_at, m.id LIMIT 1)) AS goto
+    FROM mail_domains md JOIN domains d ON d.id = md.id
+) AS roles
+WHERE goto IS NOT NULL;
+
+-- Dovecot sessions to end (worker/kicks.py): a mailbox switched off, deleted, renamed or
+-- given a new password, or every mailbox of a domain switched off or deleted (`*@name`).
+-- The triggers write them in the transaction that makes the change, so no path that
+-- changes a mailbox can forget its kick, and a worker that dies after the commit leaves
+-- them here for the sweeper. Rows are deleted once doveadm has taken them.
+CREATE TABLE IF NOT EXISTS doveadm_kicks (
+    id          bigserial PRIMARY KEY,
+    mask        text NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    due_at      timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS doveadm_kicks_due_idx ON doveadm_kicks (due_at);
+
+CREATE OR REPLACE FUNCTION mailprov_kick() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- two statements: each is planned for the table it reads
+    IF TG_TABLE_NAME = 'domains' THEN
+        INSERT INTO doveadm_kicks (mask) VALUES ('*@' || OLD.name);
+    ELSE
+        INSERT INTO doveadm_kicks (mask) VALUES (OLD.address);
+    END IF;
+    RETURN NULL;
+END $$;
+-- row triggers with WHEN: an update that changes none of these (the counters, a quota)
+-- costs no function call
+CREATE OR REPLACE TRIGGER mailboxes_kick_update AFTER UPDATE ON mailboxes FOR EACH ROW
+    WHEN (OLD.active AND OLD.deleted_at IS NULL
+          AND (NOT NEW.active OR NEW.deleted_at IS NOT NULL
+               OR NEW.password_hash <> OLD.password_hash OR NEW.address <> OLD.address))
+    EXECUTE FUNCTION mailprov_kick();
+CREATE OR REPLACE TRIGGER mailboxes_kick_delete AFTER DELETE ON mailboxes FOR EACH ROW
+    WHEN (OLD.active AND OLD.deleted_at IS NULL)
+    EXECUTE FUNCTION mailprov_kick();
+CREATE OR REPLACE TRIGGER domains_kick_update AFTER UPDATE ON domains FOR EACH ROW
+    WHEN (OLD.active AND OLD.deleted_at IS NULL
+          AND (NOT NEW.active OR NEW.deleted_at IS NOT NULL))
+    EXECUTE FUNCTION mailprov_kick();
+CREATE OR REPLACE TRIGGER domains_kick_delete AFTER DELETE ON domains FOR EACH ROW
+    WHEN (OLD.active AND OLD.deleted_at IS NULL)
+    EXECUTE FUNCTION mailprov_kick();

@@ -28,7 +28,7 @@ from service.core.tasks import (
     QUOTA,
     passwords_key,
 )
-from worker import lifecycle
+from worker import kicks, lifecycle
 from worker.context import JobContext, Outcome, context
 from worker.steps import (
     Body,
@@ -95,6 +95,8 @@ async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]
                           "be retried.")
     try:
         status, created, reason = await bodies[task["type"]](job, task)
+        if task["type"] in kicks.KICKING:
+            await _kick(job)
     except TaskFinished:
         return Outcome("finished by another run")
     except ProvisioningError as exc:
@@ -110,6 +112,15 @@ async def _attempt(ctx: dict[str, Any], task_id: int, bodies: Mapping[str, Body]
         log.exception("task %s: unexpected error", task_id)
         return await fail("Internal error.")
     return Outcome("done", status, created, reason)
+
+
+async def _kick(job: JobContext) -> None:
+    """End the sessions the task's change took away, now that it is committed. The task
+    is finished whatever happens here: the sweeper retries what is left."""
+    try:
+        await kicks.deliver(job.settings, job.db)
+    except Exception:
+        log.exception("doveadm kicks: left for the sweeper")
 
 
 async def _domain(job: JobContext, task: Row) -> tuple[str, int, str | None]:

@@ -14,7 +14,8 @@ sweep:
 - re-enqueues tasks `processing` with no write for the job timeout plus a margin: a run
   that arq dropped while its worker lived on (a job timeout, arq's tries used up);
 - deletes expired Idempotency-Key records, and the secrets failed tasks kept for a
-  retry once they have kept them long enough.
+  retry once they have kept them long enough;
+- sends the doveadm kicks still due (worker/kicks.py).
 
 Enqueueing is idempotent (job id = task id), so a task whose job is merely waiting in the
 queue is left as it is.
@@ -35,6 +36,7 @@ from service.core import presence
 from service.core.errors import BACKEND_DOWN
 from service.core.queue import enqueue, release
 from service.core.settings import IDEMPOTENCY_TTL_S
+from worker import kicks
 from worker.context import JobContext, context
 
 log = logging.getLogger("mailprov.sweeper")
@@ -76,6 +78,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
         log.info("sweeper: %s stale tasks, %s enqueued again", len(stale), requeued)
     await job.db.delete_expired_idempotency_keys(ttl_s=IDEMPOTENCY_TTL_S, limit=BATCH)
     await job.db.erase_kept_secrets(after_s=settings.failed_task_secrets_ttl_s, limit=BATCH)
+    await kicks.sweep(settings, job.db)
     return freed + requeued
 
 

@@ -18,6 +18,7 @@ DOMAIN_FIELDS = {
     "active": "active", "aliases": "max_aliases", "mailboxes": "max_mailboxes",
     "defquota": "default_mailbox_quota_mb", "maxquota": "max_mailbox_quota_mb",
     "quota": "quota_mb", "backupmx": "backupmx", "description": "description",
+    "postmaster": "postmaster",
 }
 
 

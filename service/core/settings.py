@@ -96,6 +96,13 @@ class Settings:
     # worker's cron job removes them for good (worker/retention.py)
     retention_days: int = 30
 
+    # Dovecot's doveadm HTTP API (http://127.0.0.1:PORT): when both are set, the worker
+    # ends the IMAP sessions of mailboxes switched off, deleted or given a new password
+    # (worker/kicks.py). Empty: no kicks
+    doveadm_url: str = ""
+    doveadm_key: str = field(default="", repr=False)
+    doveadm_timeout_s: float = 3.0
+
     # the /ops queue page answers 404 while this is empty
     ops_token: str = ""
     # "json": one JSON object per line; "text": for a person at a terminal

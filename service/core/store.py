@@ -233,12 +233,12 @@ class Store:
                                  max_mailboxes: int, default_mailbox_quota_mb: int,
                                  description: str | None, max_mailbox_quota_mb: int,
                                  max_aliases: int, backupmx: bool = False,
-                                 active: bool = True) -> int:
+                                 active: bool = True, postmaster: str | None = None) -> int:
         """The domain row (pending; DomainExists when it is taken) and its task."""
         return await self._value("create_domain_task", account_id, domain, {"domain": domain},
                                  quota_mb, max_mailboxes, default_mailbox_quota_mb,
                                  description, max_mailbox_quota_mb, max_aliases, backupmx,
-                                 active)
+                                 active, postmaster)
 
     async def create_alias_task(self, *, account_id: int, domain: str,
                                 payload: dict[str, Any]) -> Row:
@@ -410,7 +410,8 @@ class Store:
             "update_domain", domain_id, changes.get("active"), changes.get("max_aliases"),
             changes.get("max_mailboxes"), changes.get("default_mailbox_quota_mb"),
             changes.get("max_mailbox_quota_mb"), changes.get("quota_mb"),
-            changes.get("backupmx"), "description" in changes, changes.get("description"))
+            changes.get("backupmx"), "description" in changes, changes.get("description"),
+            "postmaster" in changes, changes.get("postmaster"))
 
     async def soft_delete_domains(self, *, domain_ids: Sequence[int]) -> list[str]:
         return [r["name"] for r in await self._rows("soft_delete_domains", list(domain_ids))]
@@ -536,3 +537,14 @@ class Store:
 
     async def delete_expired_idempotency_keys(self, *, ttl_s: int, limit: int) -> None:
         await self._run("delete_expired_idempotency_keys", ttl_s, limit)
+
+    # the mail stack's kicks
+
+    async def claim_kicks(self, *, limit: int, max_backoff_s: int) -> list[Row]:
+        return await self._rows("claim_kicks", limit, max_backoff_s)
+
+    async def delete_kicks(self, *, ids: Sequence[int]) -> None:
+        await self._run("delete_kicks", list(ids))
+
+    async def drop_old_kicks(self, *, older_than_s: int, limit: int) -> int:
+        return int(await self._value("drop_old_kicks", older_than_s, limit))

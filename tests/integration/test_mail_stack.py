@@ -1,7 +1,8 @@
-"""What the mail stack reads (api-resources.md, "What the mail stack reads"): the README's
-own Postfix and Dovecot queries, run by the real `postmap` (Postfix's pgsql maps) and a
-real Dovecot (its SQL passdb and userdb), see only active, not deleted rows of live
-domains, serve aliases, catch-alls and alias domains, and follow a password change.
+"""What the mail stack reads (api-resources.md, "What the mail stack reads"): the maps and
+queries that `mailprov mailstack config` writes, run by the real `postmap` (Postfix's pgsql
+maps) and a real Dovecot (its SQL passdb and userdb), see only active, not deleted rows of
+live domains, serve aliases, catch-alls, alias domains and the postmaster, and follow a
+password change. (tests/integration/test_mail_stack_e2e.py runs the whole stack.)
 
 Both use private configuration in a temporary directory; nothing of the machine's own
 Postfix or Dovecot is read or touched. Dovecot runs in the foreground as a child of the
@@ -12,19 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
-SECTION = README[README.index("## Mail stack\n"):README.index("## Benchmarks")]
-POSTFIX_MAPS = dict(re.findall(r"^# /etc/postfix/pgsql/([\w-]+)\.cf.*\nquery = (.+)$", SECTION,
-                               re.MULTILINE))
-DOVECOT = dict(re.findall(r"^(password_query|user_query) = (.+)$", SECTION, re.MULTILINE))
+from service.core import mailstack
 
 
 async def _run(*argv: str) -> tuple[int, str]:
@@ -35,37 +30,25 @@ async def _run(*argv: str) -> tuple[int, str]:
 
 
 class Postfix:
-    """postmap -q against the README's maps, in a private configuration directory."""
+    """postmap -q against the generated maps, in a private configuration directory."""
 
-    def __init__(self, directory: Path, dsn: str) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        url = urlsplit(dsn)
         (directory / "main.cf").write_text("compatibility_level = 3.6\n")
         # where Debian's postfix-pgsql says its map type lives
         shutil.copy("/etc/postfix/dynamicmaps.cf", directory / "dynamicmaps.cf")
-        for name, query in POSTFIX_MAPS.items():
-            (directory / f"{name}.cf").write_text(
-                f"hosts = {url.hostname}:{url.port or 5432}\nuser = {url.username}\n"
-                f"password = {url.password or ''}\ndbname = {url.path.lstrip('/')}\n"
-                f"query = {query}\n")
 
     async def lookup(self, name: str, key: str) -> str | None:
         code, out = await _run("postmap", "-c", str(self.directory), "-q", key,
-                               f"pgsql:{self.directory / name}.cf")
+                               f"pgsql:{self.directory / 'pgsql' / name}.cf")
         assert code in (0, 1), out  # 1: not found
         return out.strip() if code == 0 else None
 
 
 @asynccontextmanager
-async def dovecot(directory: Path, dsn: str) -> AsyncIterator[Path]:
-    """A Dovecot of our own (auth only, no protocols) reading the README's queries; its
-    configuration file."""
-    url = urlsplit(dsn)
-    (directory / "sql.conf.ext").write_text(
-        f"driver = pgsql\nconnect = host={url.hostname} port={url.port or 5432} "
-        f"dbname={url.path.lstrip('/')} user={url.username}"
-        + (f" password={url.password}" if url.password else "") + "\n"
-        + "".join(f"{name} = {query}\n" for name, query in DOVECOT.items()))
+async def dovecot(directory: Path) -> AsyncIterator[Path]:
+    """A Dovecot of our own (auth only, no protocols) reading the generated
+    dovecot-sql.conf.ext in `directory`; its configuration file."""
     config = directory / "dovecot.conf"
     config.write_text(f"""
 base_dir = {directory}/run
@@ -75,11 +58,11 @@ protocols =
 ssl = no
 passdb {{
   driver = sql
-  args = {directory}/sql.conf.ext
+  args = {directory}/dovecot-sql.conf.ext
 }}
 userdb {{
   driver = sql
-  args = {directory}/sql.conf.ext
+  args = {directory}/dovecot-sql.conf.ext
 }}
 """)
     process = await asyncio.create_subprocess_exec("dovecot", "-F", "-c", str(config))
@@ -95,9 +78,6 @@ userdb {{
 
 
 async def test_the_mail_stack_reads_the_live_rows(make, db, settings):
-    assert set(POSTFIX_MAPS) == {"domains", "backup-domains", "alias-domains", "mailboxes",
-                                 "aliases", "alias-domain-maps"}
-    assert set(DOVECOT) == {"password_query", "user_query"}
     _, key = await make.account()
     for body in ({"domain": "example.org"}, {"domain": "backup.example", "backupmx": True},
                  {"domain": "old.example"}):
@@ -128,9 +108,8 @@ async def test_the_mail_stack_reads_the_live_rows(make, db, settings):
     # Dovecot's own processes run as its users and must reach their sockets
     os.chmod(directory, 0o755)  # noqa: S103 - nothing secret in it
     try:
-        postfix_dir = directory / "postfix"
-        postfix_dir.mkdir()
-        postfix = Postfix(postfix_dir, settings.database_url)
+        mailstack.write(mailstack.Site(settings.database_url), directory)
+        postfix = Postfix(directory / "postfix")
         expected = {
             ("domains", "example.org"): "example.org",
             ("domains", "backup.example"): None,
@@ -148,14 +127,21 @@ async def test_the_mail_stack_reads_the_live_rows(make, db, settings):
             ("aliases", "off-alias@example.org"): None,
             ("aliases", "off@example.org"): None,
             ("alias-domain-maps", "sales@example.net"): "sales@example.org",
+            # through the target's catch-all
+            ("alias-domain-maps", "nobody@example.net"): "nobody@example.org",
+            ("alias-domain-maps", "@example.net"): None,
             ("alias-domain-maps", "x@example.com"): None,
+            ("roles", "postmaster@example.org"): "john@example.org",
+            ("roles", "abuse@example.org"): "john@example.org",
+            ("roles", "sales@example.org"): None,
+            ("roles", "postmaster@old.example"): None,
         }
         for (name, lookup), answer in expected.items():
             assert await postfix.lookup(name, lookup) == answer, (name, lookup)
 
         dovecot_dir = directory / "dovecot"
-        dovecot_dir.mkdir(mode=0o755)
-        async with dovecot(dovecot_dir, settings.database_url) as config:
+        os.chmod(dovecot_dir, 0o755)  # noqa: S103 - Dovecot's own users reach their sockets
+        async with dovecot(dovecot_dir) as config:
             async def auth(user: str, password: str) -> int:
                 return (await _run("doveadm", "-c", str(config), "auth", "test", user,
                                    password))[0]

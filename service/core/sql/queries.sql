@@ -45,8 +45,9 @@ WITH task AS (
     RETURNING id
 )
 INSERT INTO domains (account_id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb,
-                     description, max_mailbox_quota_mb, max_aliases, backupmx, active, task_id)
-SELECT $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, task.id FROM task
+                     description, max_mailbox_quota_mb, max_aliases, backupmx, active, task_id,
+                     postmaster)
+SELECT $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, task.id, $12 FROM task
 RETURNING task_id;
 
 -- name: list_domains
@@ -326,7 +327,7 @@ INSERT INTO task_types (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
 SELECT k.account_id, k.key_id, k.read_only, k.domains,
        d.id, d.name, d.status, d.active, d.max_aliases, d.max_mailboxes,
        d.default_mailbox_quota_mb, d.max_mailbox_quota_mb, d.quota_mb, d.backupmx,
-       d.description, d.mailbox_count, d.alias_count, d.quota_used_mb, d.created_at,
+       d.description, d.postmaster, d.mailbox_count, d.alias_count, d.quota_used_mb, d.created_at,
        d.updated_at, d.deleted_at, p.name AS parent, p.deleted_at AS parent_deleted_at,
        CASE WHEN $3 THEN (SELECT max(m.quota_mb) FROM mailboxes m
                           WHERE m.domain_id = d.id AND m.deleted_at IS NULL)
@@ -407,7 +408,7 @@ RETURNING id, (payload ->> 'alias_id')::bigint AS alias_id;
 -- name: page_domains
 SELECT t.id, t.name, t.status, t.active, t.max_aliases, t.max_mailboxes,
        t.default_mailbox_quota_mb, t.max_mailbox_quota_mb, t.quota_mb, t.backupmx,
-       t.description, t.mailbox_count, t.alias_count, t.quota_used_mb, t.created_at,
+       t.description, t.postmaster, t.mailbox_count, t.alias_count, t.quota_used_mb, t.created_at,
        t.updated_at, t.deleted_at, p.name AS parent
 FROM domains t LEFT JOIN domains p ON p.id = t.parent_id
 WHERE {where}
@@ -464,14 +465,16 @@ SELECT id, name, parent_id FROM domains WHERE account_id = $1 AND name = ANY($2:
 SELECT coalesce(max(quota_mb), 0) FROM mailboxes WHERE domain_id = $1 AND deleted_at IS NULL;
 
 -- name: update_domain
--- $2..$8 NULL for "unchanged"; $9 says whether the description is set (to $10, maybe NULL).
+-- $2..$8 NULL for "unchanged"; $9 says whether the description is set (to $10, maybe NULL),
+-- $11 whether the postmaster is (to $12, maybe NULL).
 UPDATE domains
 SET active = coalesce($2, active), max_aliases = coalesce($3, max_aliases),
     max_mailboxes = coalesce($4, max_mailboxes),
     default_mailbox_quota_mb = coalesce($5, default_mailbox_quota_mb),
     max_mailbox_quota_mb = coalesce($6, max_mailbox_quota_mb),
     quota_mb = coalesce($7, quota_mb), backupmx = coalesce($8, backupmx),
-    description = CASE WHEN $9 THEN $10 ELSE description END, updated_at = now()
+    description = CASE WHEN $9 THEN $10 ELSE description END,
+    postmaster = CASE WHEN $11 THEN $12 ELSE postmaster END, updated_at = now()
 WHERE id = $1 AND deleted_at IS NULL
 RETURNING name;
 
@@ -734,3 +737,30 @@ WITH doomed AS (
     DELETE FROM domains WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )
 SELECT count(*) FROM gone;
+
+-- The mail stack's kicks (schema.sql, doveadm_kicks; worker/kicks.py).
+
+-- name: claim_kicks
+-- Kicks that are due, taken by one caller: each is set due again after a backoff (2^tries
+-- s, at most $2) before it is tried, so a caller that dies or fails leaves it for a later
+-- try, and two callers never send one kick at once.
+UPDATE doveadm_kicks
+SET attempts = attempts + 1,
+    due_at = now() + make_interval(secs => least(power(2, attempts + 1), $2))
+WHERE id IN (SELECT id FROM doveadm_kicks WHERE due_at <= now()
+             ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, mask, attempts;
+
+-- name: delete_kicks
+DELETE FROM doveadm_kicks WHERE id = ANY($1::bigint[]);
+
+-- name: drop_old_kicks
+-- Kicks older than $1 s are given up on (their sessions have long ended by themselves, or
+-- no doveadm is configured to take them); how many.
+WITH dropped AS (
+    DELETE FROM doveadm_kicks WHERE id IN (
+        SELECT id FROM doveadm_kicks WHERE created_at < now() - make_interval(secs => $1)
+        LIMIT $2)
+    RETURNING 1
+)
+SELECT count(*) FROM dropped;

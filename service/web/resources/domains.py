@@ -34,7 +34,8 @@ async def create_domain(call: Call) -> web.Response:
         account_id=call.account_id, domain=data["domain"], quota_mb=data["quota"],
         max_mailboxes=data["mailboxes"], default_mailbox_quota_mb=data["defquota"],
         description=data["description"], max_mailbox_quota_mb=data["maxquota"],
-        max_aliases=data["aliases"], backupmx=data["backupmx"], active=data["active"])
+        max_aliases=data["aliases"], backupmx=data["backupmx"], active=data["active"],
+        postmaster=data["postmaster"])
     await call.enqueue(task_id, "domain")
     return call.accepted(task_id, f"Scheduled to add the domain {data['domain']}.")
 

@@ -67,6 +67,8 @@ class Domain(Schema):
     quota = _count()
     backupmx = fields.Boolean(required=True)
     description = fields.String(required=True, allow_none=True)
+    postmaster = fields.String(required=True, allow_none=True, metadata={
+        "description": "Where postmaster@ and abuse@ go; null: the domain's first mailbox."})
     status = fields.String(required=True, validate=validate.OneOf(
         ["pending", "active", "verified", "failed", "deleted"]))
     mailbox_count = _count()

@@ -43,6 +43,8 @@ MAX_PAGE_SIZE = 1000
 BULK_DOMAINS = 100  # Hanami's batch delete, api-resources.md
 BULK_ALIASES = 25  # addy.io's limit
 MAX_GOTO = 50
+POSTMASTER = ("Where mail to postmaster@ and abuse@ of the domain goes, unless an alias or "
+              "a mailbox has that name; null: the domain's first mailbox.")
 
 
 class BoundedList(fields.List):
@@ -114,6 +116,8 @@ class NewDomain(Body):
     quota = JsonInt(load_default=DEFAULT_DOMAIN_QUOTA_MB)
     backupmx = JsonBool(load_default=False)
     description = Text(validate=validate.Length(max=255), load_default=None, allow_none=True)
+    postmaster = Name(names.destination, load_default=None, allow_none=True,
+                      metadata={"description": POSTMASTER})
 
     @post_load
     def _limits(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -132,6 +136,7 @@ class DomainChange(Body):
     quota = JsonInt()
     backupmx = JsonBool()
     description = Text(validate=validate.Length(max=255), allow_none=True)
+    postmaster = Name(names.destination, allow_none=True, metadata={"description": POSTMASTER})
 
     @validates_schema
     def _something(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -30,6 +30,7 @@ def domain(row: Any) -> dict[str, Any]:
         "mailboxes": row["max_mailboxes"], "defquota": row["default_mailbox_quota_mb"],
         "maxquota": row["max_mailbox_quota_mb"], "quota": row["quota_mb"],
         "backupmx": row["backupmx"], "description": row["description"],
+        "postmaster": row["postmaster"],
         # provisioning's status, unless it is deleted
         "status": "deleted" if row["deleted_at"] is not None else row["status"],
         "mailbox_count": row["mailbox_count"], "alias_count": row["alias_count"],
