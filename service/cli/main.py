@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from service.cli import admin, api, ops
+from service.cli import admin, api, mailstack, ops
 from service.cli.common import CommandError
 from service.core.logs import configure_logging
 from service.core.settings import Settings
@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     admin.add_commands(sub)  # the process types, accounts and keys
     api.add_commands(sub)  # `create ...`, `task`: the API client
     ops.add_commands(sub)  # `queue`, `tasks`: for operators
+    mailstack.add_commands(sub)  # `mailstack dkim`: the signer's files
     return top
 
 
