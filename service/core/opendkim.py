@@ -36,7 +36,7 @@ def conf(out: Path, socket: str) -> str:
     """opendkim.conf: sign (mode s) mail from local and authenticated senders."""
     return (
         "# written by `mailprov mailstack dkim`; rewritten on every run\n"
-        f"KeyTable          refile:{out / 'KeyTable'}\n"
+        f"KeyTable          file:{out / 'KeyTable'}\n"
         f"SigningTable      refile:{out / 'SigningTable'}\n"
         f"Socket            {socket}\n"
         "Mode              s\n"
