@@ -10,7 +10,7 @@ from typing import Any
 from arq import cron
 from arq.worker import Function, func
 
-from service.core import dkim, dnscheck, presence
+from service.core import presence
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
 from service.core.passwords import Hasher
@@ -39,9 +39,6 @@ FUNCTIONS: list[Function] = [
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    # settings a job would otherwise trip on, named at start
-    dkim.check_algorithm(settings.dkim_algorithm)
-    dnscheck.check_resolver_setting(settings)
     db = await Database.connect(settings.database_url, min_size=1,
                                 max_size=settings.worker_max_jobs + 2)
     # a caller (the supervisor, a test) may lend a pool it keeps warm
