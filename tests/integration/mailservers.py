@@ -71,7 +71,11 @@ zone:
             self.popen = subprocess.Popen(["knotd", "-c", str(self.conf)],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=log)
-        _wait(lambda: self._served() == self.serial, "knotd serves the zone")
+        try:
+            _wait(lambda: self._served() == self.serial, "knotd serves the zone")
+        except AssertionError:
+            self.stop()
+            raise
 
     @property
     def resolver(self) -> str:
@@ -127,7 +131,11 @@ class OpenDkim:
             self.popen = subprocess.Popen(["opendkim", "-f", "-x", str(conf)],
                                           stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT)
-        _wait(lambda: port_open("127.0.0.1", port), "opendkim listens")
+        try:
+            _wait(lambda: port_open("127.0.0.1", port), "opendkim listens")
+        except AssertionError:
+            self.stop()  # not left running when the test fails here
+            raise
 
     def reload(self) -> None:
         """SIGUSR1: OpenDKIM reads its configuration and tables again."""
@@ -250,8 +258,13 @@ milter_default_action = tempfail
 """)
         (conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
         self.conf = conf
-        subprocess.run(["postfix", "-c", str(conf), "start"], check=True, capture_output=True)
-        _wait(lambda: port_open("127.0.0.1", self.port), "postfix's smtpd listens")
+        try:
+            subprocess.run(["postfix", "-c", str(conf), "start"], check=True,
+                           capture_output=True)
+            _wait(lambda: port_open("127.0.0.1", self.port), "postfix's smtpd listens")
+        except (AssertionError, subprocess.CalledProcessError):
+            self.stop()
+            raise
 
     def log(self) -> str:
         path = self.dir / "postfix.log"
