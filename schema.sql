@@ -424,3 +424,33 @@ CREATE OR REPLACE TRIGGER domains_kick_update AFTER UPDATE ON domains FOR EACH R
 CREATE OR REPLACE TRIGGER domains_kick_delete AFTER DELETE ON domains FOR EACH ROW
     WHEN (OLD.active AND OLD.deleted_at IS NULL)
     EXECUTE FUNCTION mailprov_kick();
+-- DKIM: a domain's signing keys, one per selector. The newest key without `retire_at`
+-- signs; a key a rotation replaced stays published until its `retire_at` (the grace
+-- period), then the worker's DNS job deletes it. The private key is sealed under
+-- MAILPROV_SECRET_KEY (service/core/dkim.py): only the worker and `mailprov mailstack dkim`
+-- ever unseal it.
+CREATE TABLE IF NOT EXISTS dkim_keys (
+    id                  bigserial PRIMARY KEY,
+    domain_id           bigint NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    selector            text NOT NULL,
+    algorithm           text NOT NULL CHECK (algorithm IN ('rsa', 'ed25519')),
+    -- the record's `p=`: base64 of the DER public key (RSA) or of its 32 bytes (Ed25519)
+    public_key          text NOT NULL,
+    private_key_sealed  text NOT NULL,
+    task_id             bigint,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    retire_at           timestamptz,
+    CONSTRAINT dkim_keys_selector_key UNIQUE (domain_id, selector)
+);
+CREATE INDEX IF NOT EXISTS dkim_keys_retire_idx ON dkim_keys (retire_at)
+    WHERE retire_at IS NOT NULL;
+
+-- What the last DNS check of a domain found, per record (service/core/dnscheck.py), and
+-- when a verified domain's records were found gone (the status went back to `active`).
+ALTER TABLE domains
+    ADD COLUMN IF NOT EXISTS dns_checked_at timestamptz,
+    ADD COLUMN IF NOT EXISTS dns_results jsonb,
+    ADD COLUMN IF NOT EXISTS dns_lost_at timestamptz;
+-- the recheck reads verified domains, least recently checked first
+CREATE INDEX IF NOT EXISTS domains_verified_checked_idx ON domains (dns_checked_at)
+    WHERE status = 'verified' AND deleted_at IS NULL;

@@ -28,7 +28,7 @@ from service.core.tasks import (
     QUOTA,
     passwords_key,
 )
-from worker import kicks, lifecycle
+from worker import domain_dns, kicks, lifecycle
 from worker.context import JobContext, Outcome, context
 from worker.steps import (
     Body,
@@ -124,24 +124,32 @@ async def _kick(job: JobContext) -> None:
 
 
 async def _domain(job: JobContext, task: Row) -> tuple[str, int, str | None]:
+    # its DKIM key is part of the domain's task: made first, stored with the activation
+    (key,) = await domain_dns.new_keys(job, 1)
     async with job.db.transaction() as store:
         await lock_task(store, task["id"], [])
         name = await store.activate_domain(task_id=task["id"])
         if name is None:
             raise ProvisioningError("The domain was removed before it was provisioned.")
+        shown = await domain_dns.store_first_keys(store, task["id"], {name: key})
         await store.finish_task(task_id=task["id"], status="completed",
-                                results={name: {"status": CREATED}})
+                                results={name: {"status": CREATED, **shown.get(name, {})}})
     return "completed", 1, None
 
 
 async def _sub_domains(job: JobContext, task: Row) -> tuple[str, int, str | None]:
     payload = task["payload"]
+    keys = await domain_dns.new_keys(job, len(payload["names"]))
     async with job.db.transaction() as store:
         await lock_task(store, task["id"], [])
         await live_domain(store, payload["parent_id"], "The parent domain no longer exists.")
         created = await store.insert_sub_domains(parent_id=payload["parent_id"],
                                                  names=payload["names"], task_id=task["id"])
-        results = {n: {"status": CREATED if n in created else EXISTS} for n in payload["names"]}
+        # a key for each sub-domain made here, none for a name someone else holds
+        shown = await domain_dns.store_first_keys(store, task["id"], {
+            n: k for n, k in zip(payload["names"], keys, strict=True) if n in created})
+        results = {n: {"status": CREATED, **shown.get(n, {})} if n in created
+                   else {"status": EXISTS} for n in payload["names"]}
         await store.finish_task(task_id=task["id"], status="completed", results=results)
     return "completed", len(created), None
 
@@ -264,4 +272,5 @@ BODIES: dict[str, Body] = {
     "mailbox_single": _mailboxes,
     "mailbox_bulk": _mailboxes,
     **lifecycle.BODIES,
+    **domain_dns.BODIES,
 }

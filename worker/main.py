@@ -18,7 +18,7 @@ from service.core.queue import redis_settings
 from service.core.settings import Settings
 from service.core.tasks import TASK_TYPES, job_name
 from worker import context as job_context
-from worker import sweeper
+from worker import domain_dns, sweeper
 from worker.health import check_hashing, watch_hashing
 from worker.jobs import BODIES, run_task
 from worker.metrics import WorkerMetrics
@@ -98,7 +98,13 @@ def worker_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # sweeper it repairs nothing, so waiting behind the queue costs nothing
         "cron_jobs": [cron(purge_expired, name=f"{settings.queue_name}:retention",
                            minute=set(range(0, 60, 10)), second=30, unique=True,
-                           timeout=min(300, settings.worker_job_timeout_s))],
+                           timeout=min(300, settings.worker_job_timeout_s)),
+                     # verified domains rechecked, DKIM keys past their grace period
+                     # deleted (worker/domain_dns.py); checks are due after hours, so
+                     # every ten minutes finds them soon enough
+                     cron(domain_dns.recheck, name=f"{settings.queue_name}:dns-recheck",
+                          minute=set(range(5, 60, 10)), second=0, unique=True,
+                          timeout=min(300, settings.worker_job_timeout_s))],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings.redis_url, conn_retries=30),
         "poll_delay": settings.worker_poll_delay_s,

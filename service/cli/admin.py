@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from service.cli.common import CommandError, command, emit, group
-from service.core import accounts, names, secrets
+from service.core import accounts, dkim, dnscheck, names, secrets
 from service.core.db import Database
 from service.core.migrate import apply_schema
 from service.core.oversight import parse_duration, when
@@ -56,6 +56,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     if args.check:
         cmd_worker_check(args, settings)
     require_secret_key(settings)
+    # settings a job would trip on, named before the worker starts
+    try:
+        dkim.check_algorithm(settings.dkim_algorithm)
+        dnscheck.check_resolver_setting(settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     # supervised: a new worker replaces one that Redis or Postgres made stop
     from worker.supervisor import Supervisor
 

@@ -1,15 +1,25 @@
-"""`mailprov mailstack config --out DIR`: the Postfix and Dovecot files for this
-installation's database (service/core/mailstack.py), to install as the README says."""
+"""`mailprov mailstack ...`: the files the mail stack reads, generated for this
+installation's database.
+
+`mailstack config --out DIR` writes the Postfix and Dovecot files (service/core/mailstack.py),
+to install as the README says. `mailstack dkim --out DIR` writes OpenDKIM's KeyTable,
+SigningTable, opendkim.conf and the signing keys (service/core/opendkim.py): run it after a
+domain is provisioned or its key rotated (a cron line or a deploy hook), then `kill -USR1`
+OpenDKIM so it reloads.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from service.cli.admin import require_secret_key
 from service.cli.common import CommandError, command, emit, group
-from service.core import mailstack
+from service.core import mailstack, opendkim, secrets
+from service.core.db import Database
 from service.core.settings import Settings
 
 
@@ -34,7 +44,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> None:
         lmtp_port=args.lmtp_port, postfix_queue_dir=args.postfix_queue_dir,
         tls_cert=args.tls_cert, tls_key=args.tls_key, doveadm_port=doveadm_port,
         doveadm_key=args.doveadm_key or settings.doveadm_key, base_dir=args.base_dir,
-        log_path=args.log_path)
+        log_path=args.log_path, dkim_milter=args.dkim_milter)
     try:
         written = mailstack.write(site, args.out)
     except (ValueError, OSError) as exc:
@@ -45,8 +55,28 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> None:
             "MAILPROV_DOVEADM_KEY so that changes end open IMAP sessions"))
 
 
+def cmd_dkim(args: argparse.Namespace, settings: Settings) -> None:
+    require_secret_key(settings)
+    out = Path(args.out).resolve()
+
+    async def keys() -> list[Any]:
+        async with Database.opened(settings.database_url) as db:
+            return await db.signing_keys()
+
+    try:
+        names = opendkim.write(out, asyncio.run(keys()), settings.secret_key, args.socket)
+    except secrets.Unsealable:
+        raise CommandError("a DKIM key was sealed under another MAILPROV_SECRET_KEY") from None
+    except OSError as exc:
+        raise CommandError(f"{out}: {exc.strerror}") from None
+    # names only: the keys themselves go to the files and nowhere else
+    emit(args, {"out": str(out), "signing": names},
+         f"{len(names)} signing keys in {out}; point Postfix's milters at "
+         f"{args.socket} and send OpenDKIM SIGUSR1 to reload")
+
+
 def add_commands(sub: Any) -> None:
-    stack = group(sub, "mailstack", "the Postfix and Dovecot configuration")
+    stack = group(sub, "mailstack", "files the mail stack reads, from the database")
     config = command(stack, "config", cmd_config, "write Postfix and Dovecot files for "
                      "$DATABASE_URL (README, \"Mail stack\")")
     d = mailstack.Site(database_url="")
@@ -64,7 +94,9 @@ def add_commands(sub: Any) -> None:
             ("--tls-key", d.tls_key, "its private key"),
             ("--doveadm-key", "", "doveadm HTTP API key (default: $MAILPROV_DOVEADM_KEY)"),
             ("--base-dir", d.base_dir, "dovecot.conf's base_dir (a Dovecot of its own)"),
-            ("--log-path", d.log_path, "dovecot.conf's log_path (a Dovecot of its own)")):
+            ("--log-path", d.log_path, "dovecot.conf's log_path (a Dovecot of its own)"),
+            ("--dkim-milter", d.dkim_milter, "the DKIM signer's milter, e.g. "
+             "inet:127.0.0.1:8891 (`mailstack dkim`); empty: mail leaves unsigned")):
         config.add_argument(flag, default=default, help=f"{text} (default: {default!r})")
     for flag, number, text in (
             ("--vmail-uid", d.vmail_uid, "owner of every mailbox's files"),
@@ -77,3 +109,10 @@ def add_commands(sub: Any) -> None:
     config.add_argument("--doveadm-port", type=int, default=None,
                         help="doveadm HTTP port on 127.0.0.1 (default: the port of "
                              "$MAILPROV_DOVEADM_URL; 0: none)")
+    dkim = command(stack, "dkim", cmd_dkim, "write OpenDKIM's KeyTable, SigningTable, "
+                                            "opendkim.conf and key files")
+    dkim.add_argument(
+        "--out", required=True, metavar="DIR",
+        help="where to write them (created; keys 0600 under DIR/keys, mode 0700)")
+    dkim.add_argument("--socket", default=opendkim.DEFAULT_SOCKET,
+                      help=f"OpenDKIM's milter socket (default {opendkim.DEFAULT_SOCKET})")

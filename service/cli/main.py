@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     admin.add_commands(sub)  # the process types, accounts and keys
     api.add_commands(sub)  # `create ...`, `task`: the API client
     ops.add_commands(sub)  # `queue`, `tasks`: for operators
-    mailstack.add_commands(sub)  # `mailstack config`
+    mailstack.add_commands(sub)  # `mailstack config`, `mailstack dkim`
     return top
 
 

@@ -85,6 +85,9 @@ class Site:
     # for a Dovecot of its own (dovecot.conf, `dovecot -c`): its runtime directory and log
     base_dir: str = "/run/dovecot"
     log_path: str = "syslog"
+    # the DKIM signer's milter socket (OpenDKIM on `mailprov mailstack dkim`'s files,
+    # e.g. inet:127.0.0.1:8891); empty: mail leaves unsigned
+    dkim_milter: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,14 @@ def _map(site: Site, name: str) -> str:
     return f"proxy:pgsql:{site.postfix_dir}/pgsql/{name}.cf"
 
 
+def postfix_milters(milter: str) -> list[str]:
+    """main.cf's lines for the DKIM signer at `milter`: mail submitted and mail relayed
+    both pass it; while it is down mail waits in the queue (tempfail), never leaves
+    unsigned."""
+    return [f"smtpd_milters = {milter}", "non_smtpd_milters = $smtpd_milters",
+            "milter_default_action = tempfail"]
+
+
 def postfix_main(site: Site) -> str:
     lmtp = (f"inet:127.0.0.1:{site.lmtp_port}" if site.lmtp_port else "unix:private/dovecot-lmtp")
     lines = [
@@ -134,6 +145,8 @@ def postfix_main(site: Site) -> str:
         # said here because everything above depends on it)
         "smtpd_reject_unlisted_recipient = yes",
     ]
+    if site.dkim_milter:
+        lines += postfix_milters(site.dkim_milter)
     if site.tls_cert:
         lines += [f"smtpd_tls_cert_file = {site.tls_cert}",
                   f"smtpd_tls_key_file = {site.tls_key}", "smtpd_tls_security_level = may"]

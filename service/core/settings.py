@@ -102,6 +102,23 @@ class Settings:
     doveadm_url: str = ""
     doveadm_key: str = field(default="", repr=False)
     doveadm_timeout_s: float = 3.0
+    # DNS (service/core/dnscheck.py): what GET /domains/{domain}/dns asks a customer to
+    # publish, and how verification reads it back. MX: this host (default: the IMAP host,
+    # else this machine's name); autoconfig/autodiscover: theirs (default: the MX host)
+    mx_host: str = ""
+    autoconfig_host: str = ""
+    spf_record: str = "v=spf1 mx -all"
+    dmarc_record: str = "v=DMARC1; p=quarantine; adkim=r; aspf=r"
+    # `host` or `host:port` (`[v6]:port`) of the resolver verification asks; empty: the
+    # system's (/etc/resolv.conf)
+    dns_resolver: str = ""
+    dns_timeout_s: float = 5.0
+    # a verified domain's records are checked again once its last check is this old
+    dns_recheck_after_s: int = 6 * 3600
+    # DKIM (service/core/dkim.py): a new domain's key, and how long a rotated-out key
+    # stays published (mail it signed is still in flight or being verified)
+    dkim_algorithm: str = "rsa"
+    dkim_grace_s: int = 7 * 24 * 3600
 
     # the /ops queue page answers 404 while this is empty
     ops_token: str = ""

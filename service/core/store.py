@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from service.core import errors
+from service.core.dkim import NewKey as NewDkimKey
 from service.core.paging import Page, PageRequest
 from service.core.sql import PAGING, QUERIES
 
@@ -548,3 +549,36 @@ class Store:
 
     async def drop_old_kicks(self, *, older_than_s: int, limit: int) -> int:
         return int(await self._value("drop_old_kicks", older_than_s, limit))
+    # DKIM keys and DNS checks (service/core/dkim.py, service/core/dnscheck.py)
+
+    async def insert_dkim_key(self, *, domain: str, key: NewDkimKey, task_id: int | None,
+                              first: bool) -> str | None:
+        """Store `key` for `domain`; with `first`, only if it has no key yet. The selector
+        stored, or None."""
+        return await self._value("insert_dkim_key", domain, key.selector, key.algorithm,
+                                 key.public_key, key.private_key_sealed, task_id, first)
+
+    async def retire_dkim_keys(self, *, domain_id: int, grace_s: int) -> list[str]:
+        """The selectors that stop signing, published `grace_s` longer."""
+        return [r["selector"] for r in await self._rows("retire_dkim_keys", domain_id,
+                                                        float(grace_s))]
+
+    async def domain_dkim_keys(self, *, domain_id: int) -> list[Row]:
+        return await self._rows("domain_dkim_keys", domain_id)
+
+    async def delete_retired_dkim_keys(self, *, limit: int) -> int:
+        return len(await self._rows("delete_retired_dkim_keys", limit))
+
+    async def signing_keys(self) -> list[Row]:
+        return await self._rows("signing_keys")
+
+    async def domain_dns(self, *, domain_id: int) -> Row | None:
+        return await self._row("domain_dns", domain_id)
+
+    async def record_dns_check(self, *, domain_id: int, results: dict[str, Any],
+                               verified: bool | None) -> Row | None:
+        """Store a check's findings; the domain's status before (`was`) and after."""
+        return await self._row("record_dns_check", domain_id, results, verified)
+
+    async def domains_to_recheck(self, *, after_s: int, limit: int) -> list[Row]:
+        return await self._rows("domains_to_recheck", float(after_s), limit)

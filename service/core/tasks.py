@@ -15,6 +15,8 @@ TASK_TYPES = (
     "alias", "alias_update", "alias_delete", "alias_restore", "alias_forget",
     "alias_bulk_action",
     "alias_domain", "alias_domain_update", "alias_domain_delete",
+    # a domain's DKIM key and DNS records (worker/domain_dns.py)
+    "dkim_rotate", "domain_verify",
 )
 STATUSES = ("queued", "processing", "completed", "failed")
 UNFINISHED = ("queued", "processing")
@@ -40,9 +42,16 @@ DOMAIN_DELETED = "Its domain is deleted."
 EXPIRED = "Past the retention period."
 ALIAS_LIMIT = "Alias limit reached."
 SHADOWS = "A mailbox has this address."
+# ... a DKIM rotation, and a domain_verify task's items: one per DNS record
+ROTATED = "Rotated: a new key signs."
+DNS_VERIFIED = "Published as expected."
+DNS_MISSING = "Missing."
+DNS_WRONG = "Published with another value."
+DNS_ERROR = "DNS did not answer."
 ITEM_STATUSES = (CREATED, EXISTS, LIMIT, QUOTA, MAX_QUOTA, UPDATED, DELETED, PURGED, RESTORED,
                  ACTIVATED, DEACTIVATED, NOT_FOUND, ALREADY_DELETED, DELETED_FIRST,
-                 NOT_DELETED, DOMAIN_DELETED, EXPIRED, ALIAS_LIMIT, SHADOWS)
+                 NOT_DELETED, DOMAIN_DELETED, EXPIRED, ALIAS_LIMIT, SHADOWS, ROTATED,
+                 DNS_VERIFIED, DNS_MISSING, DNS_WRONG, DNS_ERROR)
 # what a bulk action of the resource API does to each item
 ACTIONS = ("activate", "deactivate", "delete", "restore", "forget")
 

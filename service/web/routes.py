@@ -18,6 +18,7 @@ from service.web.call import TASK_ROUTE
 from service.web.ops import metrics, page, probes
 from service.web.resources import alias_domains as r_alias_domains
 from service.web.resources import aliases as r_aliases
+from service.web.resources import dns as r_dns
 from service.web.resources import domains as r_domains
 from service.web.resources import mailboxes as r_mailboxes
 from service.web.resources import responses as rr
@@ -217,6 +218,33 @@ RESOURCE_ROUTES: list[Route] = [
            body=rs.Empty, empty_body=True, lookup=DOMAIN_AT, check=r_domains.check_restore,
            conflicts=f"{NOT_DELETED}; or its parent is deleted: "
                      f"{reason(errors.ParentDomainDeleted)}"),
+
+    _read("domains/{domain}/dns", "domain_dns", r_dns.get_dns, rs.NoQuery, "domains",
+          "The DNS records to publish",
+          "Every record the domain needs: MX (MAILPROV_MX_HOST), SPF, one DKIM TXT per "
+          "published key (with CloudMailin's `dkim_*` fields), DMARC, and the autoconfig "
+          "and autodiscover names. `name` is the full owner name; TXT values are "
+          "unquoted. `verified`, `state` and `found` are what the last check found.",
+          rr.DomainDns, DOMAIN_AT),
+    _write("POST", "domains/{domain}/verify", "domain_verify", r_dns.verify, "domain_verify",
+           "domains", "Verify the DNS records",
+           "A `domain_verify` task: DNS is asked for each record (through "
+           "MAILPROV_DNS_RESOLVER), with a result per record (`Missing.`, `Published with "
+           "another value.`, ...). When MX, SPF and the signing key's DKIM record hold, the "
+           "domain becomes `verified` in both faces; a verified domain whose records are "
+           "gone goes back to `active`.", body=rs.Empty, empty_body=True, lookup=DOMAIN_AT,
+           check=r_dns.check_live, conflicts=f"the domain is deleted: "
+                                             f"{reason(errors.DomainDeleted)}"),
+    _write("POST", "domains/{domain}/dkim/rotate", "domain_dkim_rotate", r_dns.rotate,
+           "dkim_rotate", "domains", "Rotate the DKIM key",
+           "A `dkim_rotate` task: a new key (`algorithm`: `rsa`, 2048 bits, or `ed25519`; "
+           "default MAILPROV_DKIM_ALGORITHM) with a new dated selector signs from then on; "
+           "the old key stays published (GET .../dns lists both) for "
+           "MAILPROV_DKIM_GRACE_S, then is removed. Publish the new record before the "
+           "signer's files are regenerated (`mailprov mailstack dkim`).",
+           body=rs.DkimRotate, empty_body=True, lookup=DOMAIN_AT, check=r_dns.check_live,
+           conflicts=f"the domain is deleted: {reason(errors.DomainDeleted)}",
+           example={"algorithm": "rsa"}),
 
     _read("mailboxes", "mailboxes", lister("page_mailboxes", shapes.mailbox), rs.MailboxesQuery,
           "mailboxes", "List mailboxes", "Sort: `email`, `created_at`; filters: "

@@ -250,12 +250,15 @@ def _writes(alias_id: int, deleted_alias_id: int) -> list[tuple[str, str, dict[s
                                              "target_domain": "example.com"}),
         ("PUT", "alias_domain_update", {"alias_domain": "example.net"}, {"active": False}),
         ("DELETE", "alias_domain_delete", {"alias_domain": "example.net"}, None),
+        ("POST", "domain_dkim_rotate", {"domain": "example.com"}, {"algorithm": "ed25519"}),
+        ("POST", "domain_verify", {"domain": "example.com"}, {}),
         ("POST", "domain_bulk_delete", {}, {"domains": ["new.example"]}),
         ("DELETE", "domain_delete", {"domain": "example.com"}, None),
     ]
 
 
 READS = [("tasks", {}), ("task", "task"), ("domains", {}), ("domain", {"domain": "example.com"}),
+         ("domain_dns", {"domain": "example.com"}),
          ("mailboxes", {}), ("mailbox", {"email": "john@example.com"}), ("aliases", {}),
          ("alias", "alias"), ("alias_domains", {}), ("alias_domain",
                                                      {"alias_domain": "example.net"})]

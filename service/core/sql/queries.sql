@@ -764,3 +764,69 @@ WITH dropped AS (
     RETURNING 1
 )
 SELECT count(*) FROM dropped;
+-- DKIM keys and DNS checks (service/core/dkim.py, service/core/dnscheck.py)
+
+-- name: insert_dkim_key
+-- A key for the domain named $1. With $7 (a new domain's first key) only while the domain
+-- has none, so a job run twice keeps the key its first run stored. The selector, or NULL.
+INSERT INTO dkim_keys (domain_id, selector, algorithm, public_key, private_key_sealed, task_id)
+SELECT d.id, $2, $3, $4, $5, $6 FROM domains d
+WHERE d.name = $1
+  AND NOT ($7 AND EXISTS (SELECT 1 FROM dkim_keys k WHERE k.domain_id = d.id))
+ON CONFLICT ON CONSTRAINT dkim_keys_selector_key DO NOTHING
+RETURNING selector;
+
+-- name: retire_dkim_keys
+-- A rotation: the keys that signed until now stay published for the grace period.
+UPDATE dkim_keys SET retire_at = now() + make_interval(secs => $2)
+WHERE domain_id = $1 AND retire_at IS NULL
+RETURNING selector;
+
+-- name: domain_dkim_keys
+-- A domain's published keys, the signing one (no retire_at) first. Never the private key.
+SELECT selector, algorithm, public_key, created_at, retire_at FROM dkim_keys
+WHERE domain_id = $1
+ORDER BY retire_at IS NOT NULL, created_at DESC, id DESC;
+
+-- name: delete_retired_dkim_keys
+DELETE FROM dkim_keys WHERE id IN (
+    SELECT id FROM dkim_keys WHERE retire_at <= now() ORDER BY retire_at LIMIT $1)
+RETURNING selector;
+
+-- name: signing_keys
+-- What the signer needs (`mailprov mailstack dkim`): the signing key of each domain the
+-- mail stack serves, sealed. Only that command reads this column.
+SELECT DISTINCT ON (d.name) d.name AS domain, k.selector, k.algorithm, k.private_key_sealed
+FROM dkim_keys k JOIN mail_domains d ON d.id = k.domain_id
+WHERE k.retire_at IS NULL
+ORDER BY d.name, k.created_at DESC, k.id DESC;
+
+-- name: domain_dns
+-- The last check of a domain's records.
+SELECT dns_checked_at, dns_results, dns_lost_at FROM domains WHERE id = $1;
+
+-- name: record_dns_check
+-- A check's findings. $3: true (every required record holds: an active domain becomes
+-- verified), false (one is missing or wrong: a verified domain goes back to active and
+-- is flagged with dns_lost_at), NULL (DNS could not say: the status stays). The status
+-- before, and after.
+WITH before AS (SELECT status FROM domains WHERE id = $1)
+UPDATE domains d
+SET dns_checked_at = now(), dns_results = $2,
+    status = CASE WHEN $3 AND d.status IN ('active', 'verified') THEN 'verified'
+                  WHEN NOT $3 AND d.status = 'verified' THEN 'active'
+                  ELSE d.status END,
+    dns_lost_at = CASE WHEN $3 THEN NULL
+                       WHEN NOT $3 AND d.status = 'verified' THEN now()
+                       ELSE d.dns_lost_at END
+FROM before
+WHERE d.id = $1
+RETURNING before.status AS was, d.status;
+
+-- name: domains_to_recheck
+-- Verified domains whose last check is older than $1 seconds, least recently checked first.
+SELECT id, name FROM domains
+WHERE status = 'verified' AND deleted_at IS NULL
+  AND (dns_checked_at IS NULL OR dns_checked_at < now() - make_interval(secs => $1))
+ORDER BY dns_checked_at NULLS FIRST
+LIMIT $2;

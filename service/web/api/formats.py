@@ -23,13 +23,16 @@ def mailbox_quota(mb: int) -> str:
 
 def item_results(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
     """A task's per-item results as both faces show them: each item's status, and for a
-    mailbox whose password was generated, `password`. `passwords` holds the generated
-    passwords still within their TTL; an expired one shows as `null`."""
+    mailbox whose password was generated, `password`; for a domain whose DKIM key the task
+    made, `dkim_selector`. `passwords` holds the generated passwords still within their
+    TTL; an expired one shows as `null`."""
     results: dict[str, Any] = {}
     for name, item in task["results"].items():
         shown = {"status": item["status"]}
         if item.get("generated"):
             shown["password"] = passwords.get(name)
+        if "dkim_selector" in item:
+            shown["dkim_selector"] = item["dkim_selector"]
         results[name] = shown
     return results
 

@@ -82,6 +82,53 @@ class Domain(Schema):
     deleted_at = _time(allow_none=True)
 
 
+class DnsRecord(Schema):
+    """One record to publish, and what the last check found of it."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["MX", "TXT", "CNAME"]))
+    name = fields.String(required=True, metadata={
+        "description": "The full owner name.", "example": "example.com"})
+    value = fields.String(required=True, metadata={
+        "description": "As a zone file writes it, TXT values unquoted.",
+        "example": "v=spf1 mx -all"})
+    role = fields.String(required=True, validate=validate.OneOf(
+        ["mx", "spf", "dkim", "dmarc", "autoconfig", "autodiscover"]))
+    required = fields.Boolean(required=True, metadata={
+        "description": "Whether it must hold for the domain to be `verified`."})
+    verified = fields.Boolean(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(
+        ["verified", "missing", "wrong", "error", "unchecked"]), metadata={
+        "description": "What the last check found: as expected, absent, another value "
+                       "(see `found`), no answer from DNS, or not checked yet."})
+    found = fields.List(fields.String(), required=True, metadata={
+        "description": "What DNS served at the name instead, when `wrong`."})
+    # a DKIM record's fields, as CloudMailin's sending domains name them
+    dkim_selector = fields.String()
+    dkim_domain = fields.String()
+    dkim_public_record = fields.String()
+    dkim_verified = fields.Boolean()
+    dkim_algorithm = fields.String(validate=validate.OneOf(["rsa", "ed25519"]))
+    retire_at = fields.String(validate=TIME, allow_none=True, metadata={
+        "description": "A rotated-out key's record: published until then, then removed."})
+
+
+class DomainDns(Schema):
+    """Every record a domain must publish, and the last check's findings."""
+
+    domain = fields.String(required=True, metadata={"example": "example.com"})
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["pending", "active", "verified", "failed", "deleted"]))
+    records = fields.List(fields.Nested(DnsRecord), required=True)
+    mx_verified = fields.Boolean(required=True)
+    spf_verified = fields.Boolean(required=True)
+    dkim_verified = fields.Boolean(required=True, metadata={
+        "description": "The signing key's record holds."})
+    checked_at = _time(allow_none=True)
+    lost_at = fields.String(required=True, validate=TIME, allow_none=True, metadata={
+        "description": "When a recheck found the records of this verified domain gone "
+                       "(it went back to `active`); null once verified again."})
+
+
 class Mailbox(Schema):
     """A mailbox; never its password or hash."""
 

@@ -20,7 +20,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from service.core import names
+from service.core import dkim, names
 from service.core.paging import Cursor
 from service.core.tasks import ACTIONS, STATUSES, TASK_TYPES
 from service.web.api.schemas import (
@@ -145,6 +145,13 @@ class DomainChange(Body):
 
 class DomainBulkDelete(Body):
     domains = BoundedList(Name(names.domain), BULK_DOMAINS, required=True)
+
+
+class DkimRotate(Body):
+    """A rotation's new key: `rsa` (2048 bits) or `ed25519`; default MAILPROV_DKIM_ALGORITHM."""
+
+    algorithm = Text(validate=validate.OneOf(dkim.ALGORITHMS),
+                     metadata={"example": "rsa"})
 
 
 class Purge(NoQuery):
