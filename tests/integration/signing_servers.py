@@ -19,6 +19,7 @@ import dns.resolver
 
 from service.cli.embedded import free_port, port_open
 from service.core import mailstack
+from tests.integration.mailservers import MASTER_CF
 
 STARTUP_S = 30.0
 
@@ -197,28 +198,6 @@ class Sink:
             await self._server.wait_closed()
 
 
-MASTER_CF = """\
-{listen} inet n - n - - smtpd
-pickup unix n - n 60 1 pickup
-cleanup unix n - n - 0 cleanup
-qmgr unix n - n 300 1 qmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-verify unix - - n - 1 verify
-flush unix n - n 1000? 0 flush
-proxymap unix - - n - - proxymap
-smtp unix - - n - - smtp
-relay unix - - n - - smtp
-showq unix n - n - - showq
-error unix - - n - - error
-retry unix - - n - - error
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
-postlog unix-dgram n - n - 1 postlogd
-"""
 
 
 class Postfix:
@@ -254,7 +233,8 @@ maillog_file_prefixes = {directory}
 alias_maps =
 alias_database =
 """ + "\n".join(mailstack.postfix_milters(f"inet:127.0.0.1:{milter_port}")) + "\n")
-        (conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
+        (conf / "master.cf").write_text(f"127.0.0.1:{self.port} inet n - n - - smtpd\n"
+                                        + MASTER_CF)
         self.conf = conf
         try:
             subprocess.run(["postfix", "-c", str(conf), "start"], check=True,

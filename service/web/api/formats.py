@@ -21,17 +21,19 @@ def mailbox_quota(mb: int) -> str:
     return f"{mb}MB"
 
 
-def item_results(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
+def item_results(task: Any, passwords: dict[str, str], *,
+                 selectors: bool = True) -> dict[str, Any]:
     """A task's per-item results as both faces show them: each item's status, and for a
-    mailbox whose password was generated, `password`; for a domain whose DKIM key the task
-    made, `dkim_selector`. `passwords` holds the generated passwords still within their
-    TTL; an expired one shows as `null`."""
+    mailbox whose password was generated, `password`; with `selectors`, for a domain whose
+    DKIM key the task made, `dkim_selector` (the resource API's; the MailAPI's items keep
+    the seed's shape). `passwords` holds the generated passwords still within their TTL;
+    an expired one shows as `null`."""
     results: dict[str, Any] = {}
     for name, item in task["results"].items():
         shown = {"status": item["status"]}
         if item.get("generated"):
             shown["password"] = passwords.get(name)
-        if "dkim_selector" in item:
+        if selectors and "dkim_selector" in item:
             shown["dkim_selector"] = item["dkim_selector"]
         results[name] = shown
     return results
@@ -39,7 +41,7 @@ def item_results(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
 
 def task_body(task: Any, passwords: dict[str, str]) -> dict[str, Any]:
     """A task in the seed's result shape (`Task_id` and `task_id`, odd as they are)."""
-    results = item_results(task, passwords)
+    results = item_results(task, passwords, selectors=False)
     body: dict[str, Any] = {
         "Task_id": task["id"],
         "total_email": task["progress_total"] if task["type"].startswith("mailbox") else 0,

@@ -118,9 +118,6 @@ class ItemResult(Schema):
                   "password for a while after completion (a setting, default one hour), "
                   "then null."},
     )
-    dkim_selector = fields.String(
-        metadata={"description": "Only on a domain whose DKIM key the task made (a new "
-                  "domain, a sub-domain, a rotation): the new key's selector."})
 
 
 def _results() -> fields.Dict:

@@ -174,6 +174,14 @@ class AliasDomain(Schema):
     updated_at = _time()
 
 
+class TaskItem(ItemResult):
+    """An item's outcome as the resource API shows it: the MailAPI's, and the selector of
+    a DKIM key the task made."""
+
+    dkim_selector = fields.String(
+        metadata={"description": "Only on a domain whose DKIM key the task made (a new "
+                  "domain, a sub-domain, a rotation): the new key's selector."})
+
 class Task(Schema):
     """A task of either face. `results` are per item (an address, a domain, an alias id)."""
 
@@ -182,7 +190,7 @@ class Task(Schema):
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     domain = fields.String(required=True)
     progress = fields.Nested(Progress, required=True)
-    results = fields.Dict(keys=fields.String(), values=fields.Nested(ItemResult), required=True)
+    results = fields.Dict(keys=fields.String(), values=fields.Nested(TaskItem), required=True)
     error = fields.String(required=True, allow_none=True)
     created_at = _time()
     started_at = _time(allow_none=True)
