@@ -11,6 +11,10 @@ import pytest
 
 from service.core.settings import Settings
 
+# the fault tests time recovery: one runner takes them all, one after another, so two
+# of them never share the cores (pytest-xdist's loadgroup)
+pytestmark = pytest.mark.xdist_group("faults")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -24,6 +24,10 @@ from tests.integration.harness import Proxy, WorkerProcess, until
 from worker import jobs
 from worker.context import KEY, JobContext
 
+# the fault tests time recovery: one runner takes them all, one after another, so two
+# of them never share the cores (pytest-xdist's loadgroup)
+pytestmark = pytest.mark.xdist_group("faults")
+
 SINGLE = {"Email_fullname": "john", "single_bulk": "single", "Domain": "example.com",
           "Params": {}}
 COUNT = 400

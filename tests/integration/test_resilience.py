@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import psutil
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -30,6 +31,10 @@ from service.core.settings import Settings
 from service.web.app import create_app
 from tests.conftest import url
 from tests.integration.harness import OwnRedis, WorkerProcess, until
+
+# the fault tests time recovery: one runner takes them all, one after another, so two
+# of them never share the cores (pytest-xdist's loadgroup)
+pytestmark = pytest.mark.xdist_group("faults")
 
 # the default argon2 cost and one hashing process per core, as `mailprov worker` runs
 DEFAULT_HASHING = {"MAILPROV_ARGON2_TIME_COST": "3", "MAILPROV_ARGON2_MEMORY_KIB": "65536",
