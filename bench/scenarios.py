@@ -33,7 +33,7 @@ from bench import baselines
 from bench.load import PLACEHOLDER, drive, percentile
 from bench.profile import recording
 from bench.servers import Peak, Proc, Stack, Target, cpu_seconds, create_domain, free_port
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 
 T = TypeVar("T")
 TASK_TIMEOUT_S = 600.0

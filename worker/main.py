@@ -14,7 +14,7 @@ from service.core import presence
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
 from service.core.passwords import Hasher
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 from service.core.settings import Settings
 from service.core.tasks import TASK_TYPES, job_name
 from worker import context as job_context

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from service.core.redisconn import check_url
+
 # how long an Idempotency-Key's record is kept (the web replays it, the sweeper deletes it)
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -141,7 +143,12 @@ class Settings:
             except ValueError:
                 raise SystemExit(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        try:  # the form of REDIS_URL is checked once here, for every command
+            check_url(settings.redis_url)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

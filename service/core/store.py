@@ -230,6 +230,19 @@ class Store:
                           payload: dict[str, Any], total: int) -> int:
         return await self._value("create_task", account_id, task_type, domain, payload, total)
 
+    async def lock_sub_domain_window(self, *, parent_id: int) -> None:
+        await self._value("lock_sub_domain_window", parent_id)
+
+    async def create_sub_domain_task(self, *, account_id: int, domain: str,
+                                     payload: dict[str, Any], total: int, parent_id: int,
+                                     window_s: int) -> Row:
+        """Run after lock_sub_domain_window, in its transaction: `id` is None when the
+        parent had its request in the window, which ends at `reset_ms`."""
+        row = await self._row("create_sub_domain_task", account_id, domain, payload, total,
+                              parent_id, window_s)
+        assert row is not None  # the aggregate always gives one row
+        return row
+
     async def create_domain_task(self, *, account_id: int, domain: str, quota_mb: int,
                                  max_mailboxes: int, default_mailbox_quota_mb: int,
                                  description: str | None, max_mailbox_quota_mb: int,

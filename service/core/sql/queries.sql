@@ -37,6 +37,30 @@ INSERT INTO tasks (account_id, type, domain, payload, progress_total)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
+-- name: lock_sub_domain_window
+-- Requests for sub-domains of one parent take turns until their transaction ends, so
+-- create_sub_domain_task, run next, sees every task an earlier one recorded.
+SELECT pg_advisory_xact_lock(hashtextextended('sub_domain:' || $1::bigint::text, 0));
+
+-- name: create_sub_domain_task
+-- The task, unless one for the parent ($5) was recorded within the window ($6 s): the
+-- limit holds even when Redis lost its slot (a failover, a flush). Returns the new task's
+-- id, or NULL and when the window ends; both times in ms since the epoch, as Postgres
+-- tells them.
+WITH earlier AS (
+    SELECT max(created_at) AS at FROM tasks
+    WHERE account_id = $1 AND type = 'sub_domain' AND (payload->>'parent_id')::bigint = $5
+      AND created_at > now() - make_interval(secs => $6)
+), made AS (
+    INSERT INTO tasks (account_id, type, domain, payload, progress_total)
+    SELECT $1, 'sub_domain', $2, $3, $4 FROM earlier WHERE earlier.at IS NULL
+    RETURNING id
+)
+SELECT (SELECT id FROM made) AS id,
+       (extract(epoch FROM at + make_interval(secs => $6)) * 1000)::bigint AS reset_ms,
+       (extract(epoch FROM now()) * 1000)::bigint AS now_ms
+FROM earlier;
+
 -- name: create_domain_task
 -- The domain row and its task in one statement: the 409 and the task id are atomic.
 WITH task AS (
