@@ -33,6 +33,11 @@ class Settings:
     # every Redis key (queue, rate limits, passwords) starts with this, so installations
     # and test runs can share one Redis
     redis_prefix: str = "mailprov:"
+    # a standby for reads that may be a little stale (lists, the ops page, metrics); empty:
+    # every read goes to DATABASE_URL. DATABASE_URL may name several hosts
+    # (postgresql://h1:5432,h2:5432/db?target_session_attrs=read-write): the pools find
+    # the primary among them, again after a switchover
+    database_replica_url: str = ""
     db_pool_min: int = 2
     db_pool_max: int = 10
 

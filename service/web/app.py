@@ -30,6 +30,7 @@ from service.web.state import (
     IDEMPOTENCY_SLOTS,
     KEY_USES,
     LIMITER,
+    READS,
     SCHEMAS,
     SETTINGS,
     THROTTLE,
@@ -41,21 +42,29 @@ from service.web.throttle import AuthThrottle, KeyUses
 log = logging.getLogger("mailprov.web")
 
 
-async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+async def _pool(settings: Settings, dsn: str, what: str) -> Database:
     try:
         # connecting the pool's first connections is the check
-        db = await Database.connect(settings.database_url, min_size=settings.db_pool_min,
-                                    max_size=settings.db_pool_max)
+        return await Database.connect(dsn, min_size=settings.db_pool_min,
+                                      max_size=settings.db_pool_max)
     except BACKEND_DOWN as exc:
         # start all the same, with a pool that connects on demand: requests answer 503
         # until Postgres is back, then just work, with no restart of this process
-        log.warning("Postgres unreachable at startup (%s); answering 503 until it is back",
-                    type(exc).__name__)
-        db = await Database.connect(settings.database_url, min_size=0,
-                                    max_size=settings.db_pool_max)
-    app[DB] = db
+        log.warning("%s unreachable at startup (%s); answering 503 until it is back",
+                    what, type(exc).__name__)
+        return await Database.connect(dsn, min_size=0, max_size=settings.db_pool_max)
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[DB] = db = await _pool(settings, settings.database_url, "Postgres")
+    app[READS] = reads = db
+    if settings.database_replica_url:
+        app[READS] = reads = await _pool(settings, settings.database_replica_url,
+                                         "The Postgres replica")
     yield
+    if reads is not db:
+        await reads.close()
     await db.close()
 
 

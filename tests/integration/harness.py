@@ -253,3 +253,87 @@ class SentinelRedis:
                 popen.wait(10)
             except subprocess.TimeoutExpired:
                 popen.kill()
+
+
+class PostgresPair:
+    """A Postgres primary of the test's own and a streaming standby of it (pg_basebackup
+    -R), each on a free loopback port, TCP only; the binaries are the embedded ones.
+    As root (containers, CI) they run as the user embedded Postgres runs as."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from service.cli.embedded import _postgres_bin_dir, _unprivileged_user
+
+        self.dir = data_dir
+        self.bin = _postgres_bin_dir(data_dir / "none")
+        self.run_as = _unprivileged_user()
+        self.primary_port, self.standby_port = free_port(), free_port()
+        self.popens: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([str(self.bin / args[0]), *args[1:]], check=True, cwd=self.dir,
+                       env={**os.environ, "LC_ALL": "C"}, capture_output=True, timeout=60,
+                       **self.run_as)
+
+    def _new_dir(self, name: str) -> Path:
+        path = self.dir / name
+        path.mkdir(mode=0o700)
+        if self.run_as:
+            os.chown(path, self.run_as["user"], self.run_as["group"])
+        return path
+
+    def _spawn(self, data: Path, port: int) -> None:
+        with (self.dir / f"postgres-{port}.log").open("ab") as log:
+            self.popens[port] = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(data), "-p", str(port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
+                cwd=data, env={**os.environ, "LC_ALL": "C"}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, **self.run_as)
+
+    async def _ready(self, port: int, what: str) -> None:
+        import asyncpg
+
+        async def accepts() -> bool:
+            try:
+                conn = await asyncpg.connect(self.dsn(port, "postgres"), timeout=2)
+            except (OSError, asyncpg.PostgresError):
+                return False
+            await conn.close()
+            return True
+
+        await until(accepts, what, log=lambda: self.log(port))
+
+    def log(self, port: int) -> str:
+        return (self.dir / f"postgres-{port}.log").read_text(errors="replace")
+
+    def dsn(self, port: int, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+
+    async def start(self) -> None:
+        from service.cli.embedded import _grant_traverse
+
+        if self.run_as:
+            _grant_traverse(self.dir, self.run_as["user"])
+        primary = self._new_dir("primary")
+        self._run("initdb", "-D", str(primary), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync")
+        self._spawn(primary, self.primary_port)
+        await self._ready(self.primary_port, "the primary starts")
+        standby = self._new_dir("standby")
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port),
+                  "-U", "postgres", "-D", str(standby), "-R", "--no-sync")
+        self._spawn(standby, self.standby_port)
+        await self._ready(self.standby_port, "the standby starts")
+
+    def stop_server(self, port: int) -> None:
+        popen = self.popens[port]
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGINT)  # a fast shutdown: clients are cut off
+            try:
+                popen.wait(30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+
+    def stop(self) -> None:
+        for port in self.popens:
+            self.stop_server(port)

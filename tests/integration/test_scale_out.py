@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from service.cli.embedded import free_port
 from service.core.accounts import create_account
 from service.core.db import Database
-from tests.integration.harness import SentinelRedis, until
+from service.core.migrate import apply_schema
+from service.web.app import create_app
+from tests.conftest import url
+from tests.integration.harness import PostgresPair, SentinelRedis, until
 from tests.integration.test_served import Served, serving
 
 CREATED = "Created successfully."
@@ -26,14 +34,25 @@ LIMITED = "limited.example"
 FINAL_WITHIN_S = 30.0
 
 
-@pytest.fixture
-async def sentinel_redis(tmp_path: Path) -> AsyncIterator[SentinelRedis]:
-    servers = SentinelRedis(tmp_path)
+@asynccontextmanager
+async def running(servers: Any) -> AsyncIterator[Any]:
     try:
         await servers.start()
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+async def sentinel_redis(tmp_path: Path) -> AsyncIterator[SentinelRedis]:
+    async with running(SentinelRedis(tmp_path)) as servers:
+        yield servers
+
+
+@pytest.fixture
+async def postgres_pair(tmp_path: Path) -> AsyncIterator[PostgresPair]:
+    async with running(PostgresPair(tmp_path)) as pair:
+        yield pair
 
 
 class Webs:
@@ -161,3 +180,90 @@ async def test_a_sentinel_failover_loses_nothing_and_doubles_nothing(
         assert all(t["status"] == "completed" for t in sub_tasks)
         assert await db.pool.fetchval(
             "SELECT count(*) FROM domains WHERE parent_id IS NOT NULL") == 2 * len(PARENTS)
+
+
+async def test_a_multi_host_database_url_finds_the_primary_and_lists_read_the_replica(
+        settings, postgres_pair, run_worker):
+    pair = postgres_pair
+    # the first host is down, the second a standby: the pools pass both by
+    hosts = ",".join(f"127.0.0.1:{p}" for p in (free_port(), pair.standby_port,
+                                                pair.primary_port))
+    multi = f"postgresql://postgres@{hosts}/mailprov?target_session_attrs=read-write"
+    # a new database: made on the primary, and there on the standby a moment later (asyncpg
+    # tries the next host only when one does not answer, not when it lacks the database)
+    await apply_schema(pair.dsn(pair.primary_port, "mailprov"))
+    settings = settings.replace(database_url=multi,
+                                database_replica_url=pair.dsn(pair.standby_port, "mailprov"))
+
+    async def replicated() -> asyncpg.Connection | None:
+        try:
+            conn = await asyncpg.connect(settings.database_replica_url)
+        except asyncpg.InvalidCatalogNameError:
+            return None
+        if await conn.fetchval("SELECT to_regclass('tasks') IS NOT NULL"):
+            return conn
+        await conn.close()
+        return None
+
+    standby = await until(replicated, "the standby has the schema")
+    async with Database.opened(multi) as db, \
+            TestClient(TestServer(create_app(settings))) as client:
+        # arq's job keys are global to a Redis: ids of this database's own (tests/conftest.py)
+        await db.pool.execute("SELECT setval('tasks_id_seq', $1)",
+                              secrets.randbelow(2**40) * 1000 + 1)
+        assert tuple(await db.pool.fetchrow(
+            "SELECT inet_server_port(), pg_is_in_recovery()")) == (pair.primary_port, False)
+        account_id, key = await create_account(db, "acme")
+
+        async def create(name: str) -> int:
+            r = await client.post(url(client, "create_domain"),
+                                  json={"Domain": name, "Params": {}, "key": key})
+            assert r.status == 200, await r.text()
+            await run_worker(settings=settings)
+            r = await client.get(url(client, "get_task"), params={
+                "key": key, "task_id": (await r.json())["task_id"]})
+            # a poll of one's own task reads the primary: never behind the worker
+            assert (await r.json())["status"] == "completed"
+            return r.status
+
+        async def listed() -> list[str]:
+            r = await client.get(url(client, "list_domain"),
+                                 params={"key": key, "caller_id": account_id})
+            assert r.status == 200, await r.text()
+            return list((await r.json())["results"])
+
+        await create("a.example")
+        await until(lambda: _has(listed, "a.example"), "the list shows a.example")
+        # with the standby's replay paused, lists read it as it was
+        await standby.execute("SELECT pg_wal_replay_pause()")
+        await create("b.example")
+        assert await listed() == ["a.example"]
+        await standby.execute("SELECT pg_wal_replay_resume()")
+        await until(lambda: _has(listed, "b.example"), "the list shows b.example")
+
+        # a switchover: the primary stops, the standby is promoted; the same pools find it
+        pair.stop_server(pair.primary_port)
+        await standby.execute("SELECT pg_promote()")
+
+        async def on_new_primary() -> bool:
+            try:
+                return await db.pool.fetchval("SELECT inet_server_port()") == pair.standby_port
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+
+        await until(on_new_primary, "the pool reaches the promoted standby")
+
+        async def web_writes() -> bool:
+            r = await client.post(url(client, "create_domain"),
+                                  json={"Domain": "c.example", "Params": {}, "key": key})
+            return r.status == 200
+
+        await until(web_writes, "the web records a task on the new primary")
+        await run_worker(settings=settings)
+        assert await db.pool.fetchval(
+            "SELECT status FROM domains WHERE name = 'c.example'") == "active"
+    await standby.close()
+
+
+async def _has(listed: Any, name: str) -> bool:
+    return name in await listed()

@@ -13,12 +13,12 @@ from service.web.api import formats
 from service.web.api.schemas import DEFAULT_MAX_ALIASES
 from service.web.call import Call
 from service.web.ratelimit import Decision
-from service.web.state import DB, LIMITER, RATE, SETTINGS
+from service.web.state import DB, LIMITER, RATE, READS, SETTINGS
 
 
 async def list_domains(call: Call) -> web.Response:
     domains = call.key.domains
-    rows = await call.app[DB].list_domains(account_id=call.account_id,
+    rows = await call.app[READS].list_domains(account_id=call.account_id,
                                            domains=None if domains is None else sorted(domains))
     results = {}
     for row in rows:
