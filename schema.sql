@@ -454,3 +454,88 @@ ALTER TABLE domains
 -- the recheck reads verified domains, least recently checked first
 CREATE INDEX IF NOT EXISTS domains_verified_checked_idx ON domains (dns_checked_at)
     WHERE status = 'verified' AND deleted_at IS NULL;
+
+-- New mailboxes of one domain, within its limits, in one statement (worker/jobs.py): the
+-- domain's row lock, which serialises every writer of its mailboxes and counters, is
+-- taken here, after the task's own work, and the transaction commits right after the
+-- task's results are written. Each later statement here reads a fresh snapshot, so it sees
+-- what the lock's previous holder committed. Per item, in order: `exists` (a mailbox or
+-- alias has the address), `limit`, `quota`, `max_quota`, or `created`; one row `gone`
+-- when the domain is missing or deleted. The sealed passwords of the items written
+-- ($12, local parts) leave the task's payload with them.
+CREATE OR REPLACE FUNCTION mailprov_add_mailboxes(
+    p_domain bigint, p_task bigint, p_local text[], p_address text[], p_hash text[],
+    p_display text[], p_quota integer[], p_active boolean[], p_force boolean[],
+    p_tls_in boolean[], p_tls_out boolean[], p_sealed text[])
+RETURNS TABLE (item text, verdict text) LANGUAGE plpgsql AS $$
+DECLARE
+    d record;
+    taken text[];
+    counted integer;
+    used bigint;
+    verdicts text[] := '{}';
+    accepted integer[] := '{}';
+    inserted text[];
+    written_sealed text[];
+BEGIN
+    SELECT id, account_id, max_mailboxes, quota_mb, max_mailbox_quota_mb, mailbox_count,
+           quota_used_mb, deleted_at
+    INTO d FROM domains WHERE id = p_domain FOR UPDATE;
+    IF NOT FOUND OR d.deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT NULL::text, 'gone'::text;
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(t.a), '{}') INTO taken FROM (
+        SELECT m.address AS a FROM mailboxes m WHERE m.address = ANY (p_address)
+        UNION ALL
+        SELECT al.address FROM aliases al WHERE al.address = ANY (p_address)) AS t;
+    counted := d.mailbox_count;
+    used := d.quota_used_mb;
+    FOR i IN 1 .. coalesce(array_length(p_address, 1), 0) LOOP
+        IF p_address[i] = ANY (taken) THEN
+            verdicts := verdicts || 'exists'::text;
+        ELSIF counted >= d.max_mailboxes THEN
+            verdicts := verdicts || 'limit'::text;
+        ELSIF used + p_quota[i] > d.quota_mb THEN
+            verdicts := verdicts || 'quota'::text;
+        ELSIF p_quota[i] > d.max_mailbox_quota_mb THEN
+            verdicts := verdicts || 'max_quota'::text;
+        ELSE
+            verdicts := verdicts || 'created'::text;
+            accepted := accepted || i;
+            counted := counted + 1;
+            used := used + p_quota[i];
+        END IF;
+    END LOOP;
+    WITH added AS (
+        INSERT INTO mailboxes (domain_id, account_id, local_part, address, password_hash,
+                               display_name, quota_mb, active, force_pw_update,
+                               tls_enforce_in, tls_enforce_out, task_id)
+        SELECT p_domain, d.account_id, p_local[i], p_address[i], p_hash[i], p_display[i],
+               p_quota[i], p_active[i], p_force[i], p_tls_in[i], p_tls_out[i], p_task
+        FROM unnest(accepted) AS i
+        ON CONFLICT (address) DO NOTHING
+        RETURNING mailboxes.address, mailboxes.quota_mb
+    ), summed AS (
+        SELECT coalesce(array_agg(added.address), '{}') AS addresses, count(*) AS n,
+               coalesce(sum(added.quota_mb), 0) AS q
+        FROM added
+    ), counters AS (
+        UPDATE domains SET mailbox_count = mailbox_count + summed.n,
+                           quota_used_mb = quota_used_mb + summed.q
+        FROM summed WHERE domains.id = p_domain AND summed.n > 0
+    )
+    SELECT summed.addresses INTO inserted FROM summed;
+    written_sealed := ARRAY(SELECT p_local[i] FROM unnest(accepted) AS i
+                            WHERE p_address[i] = ANY (inserted) AND p_local[i] = ANY (p_sealed));
+    IF cardinality(written_sealed) > 0 THEN
+        UPDATE tasks SET payload = mailprov_erase_secrets(payload, written_sealed)
+        WHERE id = p_task;
+    END IF;
+    -- an accepted item whose address was taken meanwhile (outside this domain's lock)
+    RETURN QUERY
+        SELECT p_address[i],
+               CASE WHEN verdicts[i] = 'created' AND NOT p_address[i] = ANY (inserted)
+                    THEN 'exists' ELSE verdicts[i] END
+        FROM generate_subscripts(p_address, 1) AS i;
+END $$;

@@ -285,19 +285,21 @@ class Store:
     async def lock_domain(self, *, domain_id: int) -> Row | None:
         return await self._row("lock_domain", domain_id)
 
-    async def existing_addresses(self, *, addresses: Sequence[str]) -> set[str]:
-        return set(await self._value("existing_addresses", list(addresses)))
-
-    async def insert_mailboxes(self, *, domain_id: int, task_id: int,
-                               mailboxes: Sequence[NewMailbox]) -> set[str]:
-        """Insert in one statement, counters included; the addresses inserted."""
+    async def add_mailboxes(self, *, domain_id: int, task_id: int,
+                            mailboxes: Sequence[NewMailbox],
+                            sealed: Sequence[str] = ()) -> list[tuple[str | None, str]]:
+        """Insert what fits the domain's limits, counters included, in one statement under
+        the domain's lock; (address, verdict) in order: created, exists, limit, quota or
+        max_quota, or one (None, "gone") when the domain is missing or deleted. The sealed
+        passwords of `sealed` (local parts) written here leave the task's payload."""
         rows = await self._rows(
-            "insert_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
+            "add_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
             [m.address for m in mailboxes], [m.password_hash for m in mailboxes],
             [m.display_name for m in mailboxes], [m.quota_mb for m in mailboxes],
             [m.active for m in mailboxes], [m.force_pw_update for m in mailboxes],
-            [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes])
-        return {r["address"] for r in rows}
+            [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes],
+            list(sealed))
+        return [(r["item"], r["verdict"]) for r in rows]
 
     async def insert_sub_domains(self, *, parent_id: int, names: Sequence[str],
                                  task_id: int) -> set[str]:
@@ -322,10 +324,6 @@ class Store:
     async def free_tasks(self, *, worker_ids: Sequence[str]) -> list[Row]:
         """Put the processing tasks of `worker_ids` back to queued; their ids and types."""
         return await self._rows("free_tasks", list(worker_ids))
-    async def erase_item_secrets(self, *, task_id: int, local_parts: Sequence[str]) -> None:
-        """Strip the client's secrets (a sealed password, a hash) of these items from the
-        task's payload."""
-        await self._run("erase_item_secrets", task_id, list(local_parts))
 
     async def erase_kept_secrets(self, *, after_s: int, limit: int) -> None:
         await self._run("erase_kept_secrets", after_s, limit)

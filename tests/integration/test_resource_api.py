@@ -241,9 +241,9 @@ async def test_a_failed_task_reads_as_a_resource(make, db):
         domain = await store.lock_domain(domain_id=await db.pool.fetchval(
             "SELECT id FROM domains"))
         assert domain is not None
-        await store.insert_mailboxes(domain_id=domain["id"], task_id=made.body["task_id"],
-                                     mailboxes=[NewMailbox("a", "a@example.com", "{SSHA}x",
-                                                           None, 1)])
+        await store.add_mailboxes(domain_id=domain["id"], task_id=made.body["task_id"],
+                                  mailboxes=[NewMailbox("a", "a@example.com", "{SSHA}x",
+                                                        None, 1)])
     task = await make.done(key, made)
     assert task["status"] == "failed" and task["error"] == "A mailbox has this address."
     assert task["results"] == {str(made.body["id"]): {"status": "A mailbox has this address."}}

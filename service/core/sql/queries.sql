@@ -124,38 +124,12 @@ SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
        mailbox_count, quota_used_mb, max_mailbox_quota_mb, max_aliases, alias_count, deleted_at
 FROM domains WHERE id = $1 FOR UPDATE;
 
--- name: existing_addresses
--- Run after lock_domain, as its own statement: it must see what the previous lock
--- holder committed. An address is taken by a mailbox (deleted ones too, until they are
--- purged) or by an alias.
-SELECT coalesce(array_agg(address), '{}') FROM (
-    SELECT address FROM mailboxes WHERE address = ANY($1::text[])
-    UNION ALL
-    SELECT address FROM aliases WHERE address = ANY($1::text[])
-) AS taken;
-
--- name: insert_mailboxes
--- The rows and the domain's counters, in one statement.
-WITH added AS (
-    INSERT INTO mailboxes (domain_id, account_id, local_part, address, password_hash,
-                           display_name, quota_mb, active, force_pw_update, tls_enforce_in,
-                           tls_enforce_out, task_id)
-    SELECT $1, (SELECT account_id FROM domains WHERE id = $1), local_part, address,
-           password_hash, display_name, quota_mb, active, force_pw_update, tls_enforce_in,
-           tls_enforce_out, $2
-    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
-                $9::boolean[], $10::boolean[], $11::boolean[])
-         AS t (local_part, address, password_hash, display_name, quota_mb, active,
-               force_pw_update, tls_enforce_in, tls_enforce_out)
-    ON CONFLICT (address) DO NOTHING
-    RETURNING address, quota_mb
-), counted AS (
-    UPDATE domains
-    SET mailbox_count = mailbox_count + (SELECT count(*) FROM added),
-        quota_used_mb = quota_used_mb + (SELECT coalesce(sum(quota_mb), 0) FROM added)
-    WHERE id = $1
-)
-SELECT address FROM added;
+-- name: add_mailboxes
+-- The rows, the domain's counters and its limits, in one statement that takes the
+-- domain's lock (schema.sql says how); an outcome per address.
+SELECT item, verdict FROM mailprov_add_mailboxes(
+    $1, $2, $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
+    $9::boolean[], $10::boolean[], $11::boolean[], $12::text[]);
 
 -- name: insert_sub_domains
 -- Children inherit the parent's limits; a name held by anyone already, as a domain or an
@@ -209,10 +183,6 @@ WHERE status = 'processing' AND worker_id IS NOT NULL;
 UPDATE tasks SET status = 'queued', updated_at = now()
 WHERE status = 'processing' AND worker_id = ANY($1::text[])
 RETURNING id, type;
-
--- name: erase_item_secrets
--- In the transaction that writes these items' mailboxes (worker/jobs.py).
-UPDATE tasks SET payload = mailprov_erase_secrets(payload, $2::text[]) WHERE id = $1;
 
 -- name: erase_kept_secrets
 -- The sweeper: failed tasks stop keeping their items' secrets after a while (a retry of
@@ -642,7 +612,8 @@ WHERE account_id = $1 AND id = ANY($2::bigint[]);
 
 -- name: address_holder
 -- What holds an address: 'mailbox' (deleted ones too, until purged), 'alias', or NULL.
--- Run under its domain's lock, as existing_addresses.
+-- Run under its domain's lock, in its own statement (it sees what the lock's previous
+-- holder committed).
 SELECT CASE WHEN EXISTS (SELECT 1 FROM mailboxes WHERE address = $1) THEN 'mailbox'
             WHEN EXISTS (SELECT 1 FROM aliases WHERE address = $1) THEN 'alias' END;
 
