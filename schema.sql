@@ -455,18 +455,41 @@ ALTER TABLE domains
 CREATE INDEX IF NOT EXISTS domains_verified_checked_idx ON domains (dns_checked_at)
     WHERE status = 'verified' AND deleted_at IS NULL;
 
--- New mailboxes of one domain, within its limits, in one statement (worker/jobs.py): the
--- domain's row lock, which serialises every writer of its mailboxes and counters, is
--- taken here, after the task's own work, and the transaction commits right after the
--- task's results are written. Each later statement here reads a fresh snapshot, so it sees
+-- A task ends (service/core/store.py: finish_task, and a mailbox chunk's statement below).
+-- A completed task keeps no client secret. A failed one keeps those of the items it did
+-- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
+-- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
+CREATE OR REPLACE FUNCTION mailprov_finish_task(p_task bigint, p_status text, p_error text,
+                                                p_results jsonb)
+RETURNS void LANGUAGE sql AS $$
+UPDATE tasks
+SET status = p_status, error = p_error, results = results || p_results,
+    progress_done = CASE WHEN p_status = 'completed' THEN progress_total ELSE progress_done END,
+    payload = CASE
+        WHEN mailprov_erase_secrets(payload, NULL) = payload THEN payload - 'secrets_kept'
+        WHEN p_status = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+        ELSE payload || '{"secrets_kept": true}' END,
+    finished_at = now(), updated_at = now()
+WHERE id = p_task AND status IN ('queued', 'processing');
+$$;
+
+-- New mailboxes of one domain, within its limits, and the task's record of them, in one
+-- statement (worker/jobs.py): the domain's row lock, which serialises every writer of its
+-- mailboxes and counters, is taken here, after the task's own work, and the transaction
+-- commits right after. Each later statement here reads a fresh snapshot, so it sees
 -- what the lock's previous holder committed. Per item, in order: `exists` (a mailbox or
 -- alias has the address), `limit`, `quota`, `max_quota`, or `created`; one row `gone`
--- when the domain is missing or deleted. The sealed passwords of the items written
--- ($12, local parts) leave the task's payload with them.
+-- (and nothing written) when the domain is missing or deleted. The sealed passwords of
+-- the items written ($12, local parts) leave the task's payload with them. The task's
+-- results get each item's status as $13 names it (`generated` for the created among
+-- $14); then its progress ($15) is recorded, or, when $16, the task finishes: failed
+-- with the reason $17 gives an item's status when $17 is set (a single mailbox's task)
+-- and its one item was not created, else completed.
 CREATE OR REPLACE FUNCTION mailprov_add_mailboxes(
     p_domain bigint, p_task bigint, p_local text[], p_address text[], p_hash text[],
     p_display text[], p_quota integer[], p_active boolean[], p_force boolean[],
-    p_tls_in boolean[], p_tls_out boolean[], p_sealed text[])
+    p_tls_in boolean[], p_tls_out boolean[], p_sealed text[], p_statuses jsonb,
+    p_generated text[], p_done integer, p_finish boolean, p_failures jsonb)
 RETURNS TABLE (item text, verdict text) LANGUAGE plpgsql AS $$
 DECLARE
     d record;
@@ -477,6 +500,8 @@ DECLARE
     accepted integer[] := '{}';
     inserted text[];
     written_sealed text[];
+    recorded jsonb;
+    failure text;
 BEGIN
     SELECT id, account_id, max_mailboxes, quota_mb, max_mailbox_quota_mb, mailbox_count,
            quota_used_mb, deleted_at
@@ -526,16 +551,33 @@ BEGIN
         FROM summed WHERE domains.id = p_domain AND summed.n > 0
     )
     SELECT summed.addresses INTO inserted FROM summed;
+    -- an accepted item whose address was taken meanwhile (outside this domain's lock)
+    FOR i IN 1 .. coalesce(array_length(p_address, 1), 0) LOOP
+        IF verdicts[i] = 'created' AND NOT p_address[i] = ANY (inserted) THEN
+            verdicts[i] := 'exists';
+        END IF;
+    END LOOP;
     written_sealed := ARRAY(SELECT p_local[i] FROM unnest(accepted) AS i
-                            WHERE p_address[i] = ANY (inserted) AND p_local[i] = ANY (p_sealed));
+                            WHERE verdicts[i] = 'created' AND p_local[i] = ANY (p_sealed));
     IF cardinality(written_sealed) > 0 THEN
         UPDATE tasks SET payload = mailprov_erase_secrets(payload, written_sealed)
         WHERE id = p_task;
     END IF;
-    -- an accepted item whose address was taken meanwhile (outside this domain's lock)
-    RETURN QUERY
-        SELECT p_address[i],
-               CASE WHEN verdicts[i] = 'created' AND NOT p_address[i] = ANY (inserted)
-                    THEN 'exists' ELSE verdicts[i] END
-        FROM generate_subscripts(p_address, 1) AS i;
+    SELECT coalesce(jsonb_object_agg(p_address[i], jsonb_build_object(
+               'status', p_statuses ->> verdicts[i])
+               || CASE WHEN verdicts[i] = 'created' AND p_address[i] = ANY (p_generated)
+                       THEN '{"generated": true}'::jsonb ELSE '{}'::jsonb END), '{}')
+    INTO recorded FROM generate_subscripts(p_address, 1) AS i;
+    IF NOT p_finish THEN
+        UPDATE tasks SET results = results || recorded, progress_done = p_done,
+                         updated_at = now()
+        WHERE id = p_task;
+    ELSE
+        IF p_failures IS NOT NULL AND cardinality(verdicts) > 0 THEN
+            failure := p_failures ->> (p_statuses ->> verdicts[1]);
+        END IF;
+        PERFORM mailprov_finish_task(p_task, CASE WHEN failure IS NULL THEN 'completed'
+                                                  ELSE 'failed' END, failure, recorded);
+    END IF;
+    RETURN QUERY SELECT p_address[i], verdicts[i] FROM generate_subscripts(p_address, 1) AS i;
 END $$;

@@ -211,21 +211,17 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
                     key = passwords_key(settings.redis_prefix, task_id)
                     await job.redis.hset(key, mapping=offered)  # type: ignore[misc]
                     await job.redis.expire(key, settings.password_ttl_s)
-                # the domain's lock: held from here to COMMIT, one statement and the
-                # task's record below, so one domain's tasks barely wait on each other
-                results = await _write_chunk(store, task_id, domain_id, fresh, sealed)
-                for address, result in results.items():
-                    if result["status"] == CREATED and address in generated:
-                        result["generated"] = True
                 done += len(chunk)
+                last = number == len(chunks) - 1
+                # the domain's lock: taken by this one statement, which also records the
+                # chunk in the task (or finishes it), and held only until COMMIT, so one
+                # domain's tasks barely wait on each other
+                results = await _write_chunk(
+                    store, task_id, domain_id, fresh, sealed, set(generated), done, last,
+                    SINGLE_FAILURES if single else None)
                 created += sum(r["status"] == CREATED for r in results.values())
-                if number < len(chunks) - 1:
-                    await store.record_progress(task_id=task_id, results=results, done=done)
-                    continue
-                if single and results and results[addresses[0]]["status"] != CREATED:
+                if last and single and results and results[addresses[0]]["status"] != CREATED:
                     status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
-                await store.finish_task(task_id=task_id, status=status, error=reason,
-                                        results=results)
     return status, created, reason
 
 
@@ -234,16 +230,20 @@ VERDICTS = {"created": CREATED, "exists": EXISTS, "limit": LIMIT, "quota": QUOTA
 
 
 async def _write_chunk(store: Store, task_id: int, domain_id: int,
-                       items: list[tuple[dict[str, Any], str]],
-                       sealed: set[str]) -> dict[str, dict[str, Any]]:
-    """Insert what fits the domain's limits, in one statement; the per-item outcomes."""
+                       items: list[tuple[dict[str, Any], str]], sealed: set[str],
+                       generated: set[str], done: int, last: bool,
+                       failures: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    """Insert what fits the domain's limits and record it in the task (its progress, or,
+    when `last`, its end), in one statement; the per-item outcomes."""
     outcomes = await store.add_mailboxes(
         domain_id=domain_id, task_id=task_id,
         mailboxes=[NewMailbox(item["local_part"], address, item["password_hash"],
                               item.get("display_name"), item["quota_mb"],
                               **{flag: item[flag] for flag in FLAGS if flag in item})
                    for item, address in items],
-        sealed=[item["local_part"] for item, address in items if address in sealed])
+        sealed=[item["local_part"] for item, address in items if address in sealed],
+        statuses=VERDICTS, generated=[a for _, a in items if a in generated], done=done,
+        finish=last, failures=failures)
     if outcomes == [(None, "gone")]:
         raise ProvisioningError("The domain no longer exists.")
     return {address: {"status": VERDICTS[verdict]} for address, verdict in outcomes

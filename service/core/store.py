@@ -9,7 +9,7 @@ name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -286,19 +286,23 @@ class Store:
         return await self._row("lock_domain", domain_id)
 
     async def add_mailboxes(self, *, domain_id: int, task_id: int,
-                            mailboxes: Sequence[NewMailbox],
-                            sealed: Sequence[str] = ()) -> list[tuple[str | None, str]]:
-        """Insert what fits the domain's limits, counters included, in one statement under
-        the domain's lock; (address, verdict) in order: created, exists, limit, quota or
-        max_quota, or one (None, "gone") when the domain is missing or deleted. The sealed
-        passwords of `sealed` (local parts) written here leave the task's payload."""
+                            mailboxes: Sequence[NewMailbox], sealed: Sequence[str],
+                            statuses: Mapping[str, str], generated: Sequence[str], done: int,
+                            finish: bool,
+                            failures: Mapping[str, str] | None) -> list[tuple[str | None, str]]:
+        """Insert what fits the domain's limits, counters included, and record it in the
+        task, in one statement under the domain's lock (schema.sql:
+        mailprov_add_mailboxes says what each argument does); (address, verdict) in order:
+        created, exists, limit, quota or max_quota, or one (None, "gone") when the domain
+        is missing or deleted."""
         rows = await self._rows(
             "add_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
             [m.address for m in mailboxes], [m.password_hash for m in mailboxes],
             [m.display_name for m in mailboxes], [m.quota_mb for m in mailboxes],
             [m.active for m in mailboxes], [m.force_pw_update for m in mailboxes],
             [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes],
-            list(sealed))
+            list(sealed), dict(statuses), list(generated), done, finish,
+            None if failures is None else dict(failures))
         return [(r["item"], r["verdict"]) for r in rows]
 
     async def insert_sub_domains(self, *, parent_id: int, names: Sequence[str],

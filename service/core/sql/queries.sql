@@ -125,11 +125,12 @@ SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
 FROM domains WHERE id = $1 FOR UPDATE;
 
 -- name: add_mailboxes
--- The rows, the domain's counters and its limits, in one statement that takes the
--- domain's lock (schema.sql says how); an outcome per address.
+-- The rows, the domain's counters and its limits, and the task's record of them, in one
+-- statement that takes the domain's lock (schema.sql says how); an outcome per address.
 SELECT item, verdict FROM mailprov_add_mailboxes(
     $1, $2, $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
-    $9::boolean[], $10::boolean[], $11::boolean[], $12::text[]);
+    $9::boolean[], $10::boolean[], $11::boolean[], $12::text[], $13::jsonb, $14::text[],
+    $15, $16, $17::jsonb);
 
 -- name: insert_sub_domains
 -- Children inherit the parent's limits; a name held by anyone already, as a domain or an
@@ -159,18 +160,8 @@ UPDATE tasks SET results = results || $2::jsonb, progress_done = $3, updated_at 
 WHERE id = $1;
 
 -- name: finish_task
--- A completed task keeps no client secret. A failed one keeps those of the items it did
--- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
--- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
-UPDATE tasks
-SET status = $2, error = $3, results = results || $4::jsonb,
-    progress_done = CASE WHEN $2 = 'completed' THEN progress_total ELSE progress_done END,
-    payload = CASE
-        WHEN mailprov_erase_secrets(payload, NULL) = payload THEN payload - 'secrets_kept'
-        WHEN $2 = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
-        ELSE payload || '{"secrets_kept": true}' END,
-    finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'processing');
+-- (schema.sql: mailprov_finish_task, which a mailbox chunk's statement calls too)
+SELECT mailprov_finish_task($1, $2, $3, $4::jsonb);
 
 -- name: leaseholders
 -- The workers that hold a processing task (tasks_unfinished_idx finds the tasks).
