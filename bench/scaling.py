@@ -110,11 +110,12 @@ def _cores(rate_: float, split: dict[str, float]) -> str:
     workers = [v for k, v in split.items() if k.startswith("worker")]
     per_task = 1000 * sum(v for k, v in split.items() if k != "waiting") / rate_
     cores = os.cpu_count() or 1
+    # --quick's drains can be shorter than the CPU clock's tick
+    allow = rate(cores * 1000 / per_task, " tasks/s") if per_task > 0 else "—"
     return (f"workers {' + '.join(f'{v:.2f}' for v in workers)}, "
             f"Postgres {split['postgres']:.2f}, Redis {split['redis']:.2f} cores "
-            f"({per_task:.1f} ms CPU per task: {cores} cores allow "
-            f"{rate(cores * 1000 / per_task, ' tasks/s')}); sessions waiting for a lock: "
-            f"{split['waiting']:.1f} on average")
+            f"({per_task:.1f} ms CPU per task: {cores} cores allow {allow}); sessions "
+            f"waiting for a lock: {split['waiting']:.1f} on average")
 
 
 async def scaling(ctx: Context) -> list[Row]:
