@@ -6,17 +6,23 @@ so web, worker and commands all take either form.
 Through Sentinel, a connection asks the sentinels where the master is each time it
 connects; on a failover Sentinel disconnects the old master's clients (and a write to a
 demoted master fails as read-only), so the next command reconnects to the new master
-without a restart."""
+without a restart. A forced failover (`SENTINEL FAILOVER`) leaves the old master
+writable until the sentinels demote it, up to seconds later: `follow_master` asks the
+sentinels every second, so idle connections move to the new master at once rather
+than then."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
 SENTINEL_PORT = 26379
@@ -103,3 +109,19 @@ def arq_redis(url: str, *, connect_timeout: float) -> ArqRedis:
                         socket_connect_timeout=connect_timeout)
     return sentinel.master_for(target.service, redis_class=ArqRedis, db=target.db,
                                username=target.username, password=target.password)
+
+
+async def follow_master(client: Redis, every_s: float = 1.0) -> None:
+    """Until cancelled: ask the sentinels where the master is; when it moved, the pool
+    drops its idle connections, and the next command connects to the new master (one in
+    use moves when the old master, demoted, refuses its write). Returns at once for a
+    client of one server."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await pool.get_master_address()
+        except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            continue  # no sentinel answers, or none names a master: the next turn asks again

@@ -12,7 +12,7 @@ from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
-from service.core.redisconn import arq_redis
+from service.core.redisconn import arq_redis, follow_master
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import Limits, domain_paths
@@ -84,7 +84,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ARQ] = arq
     app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
     app[THROTTLE] = AuthThrottle(arq, settings.redis_prefix, settings.auth_failures_per_minute)
+    following = asyncio.create_task(follow_master(arq), name="follow-master")
     yield
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
     await arq.aclose()
 
 

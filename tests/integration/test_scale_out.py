@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +26,7 @@ from service.core.db import Database
 from service.core.migrate import apply_schema
 from service.web.app import create_app
 from tests.conftest import url
-from tests.integration.harness import PostgresPair, SentinelRedis, until
+from tests.integration.harness import ROOT, PostgresPair, SentinelRedis, until
 from tests.integration.test_served import Served, serving
 
 CREATED = "Created successfully."
@@ -175,6 +178,22 @@ async def test_a_sentinel_failover_loses_nothing_and_doubles_nothing(
             # one sub-domain request per parent per hour, across both webs
             answers = sub_domain_answers[parent]
             assert sorted(answers) == [200] + [429] * (len(answers) - 1), parent
+        # a command finds the new master the same way, and there it sees all three
+        # workers' heartbeats: each worker moved to the new master, none stayed behind
+        env = {**os.environ, "DATABASE_URL": settings.database_url,
+               "REDIS_URL": settings.redis_url, "MAILPROV_REDIS_PREFIX": settings.redis_prefix}
+
+        async def queue_summary() -> dict[str, Any] | None:
+            queue = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service.cli", "queue", "--json", cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(queue.communicate(), 60)
+            assert queue.returncode == 0, err.decode()
+            summary: dict[str, Any] = json.loads(out)
+            return summary if len(summary["workers"]) == 3 else None
+
+        summary = await until(queue_summary, "mailprov queue sees the 3 workers")
+        assert summary["queued"] == summary["processing"] == 0
         sub_tasks = [t for t in tasks.values() if t["type"] == "sub_domain"]
         assert sorted(t["domain"] for t in sub_tasks) == sorted(PARENTS)
         assert all(t["status"] == "completed" for t in sub_tasks)
