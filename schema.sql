@@ -454,3 +454,130 @@ ALTER TABLE domains
 -- the recheck reads verified domains, least recently checked first
 CREATE INDEX IF NOT EXISTS domains_verified_checked_idx ON domains (dns_checked_at)
     WHERE status = 'verified' AND deleted_at IS NULL;
+
+-- A task ends (service/core/store.py: finish_task, and a mailbox chunk's statement below).
+-- A completed task keeps no client secret. A failed one keeps those of the items it did
+-- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
+-- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
+CREATE OR REPLACE FUNCTION mailprov_finish_task(p_task bigint, p_status text, p_error text,
+                                                p_results jsonb)
+RETURNS void LANGUAGE sql AS $$
+UPDATE tasks
+SET status = p_status, error = p_error, results = results || p_results,
+    progress_done = CASE WHEN p_status = 'completed' THEN progress_total ELSE progress_done END,
+    payload = CASE
+        WHEN mailprov_erase_secrets(payload, NULL) = payload THEN payload - 'secrets_kept'
+        WHEN p_status = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
+        ELSE payload || '{"secrets_kept": true}' END,
+    finished_at = now(), updated_at = now()
+WHERE id = p_task AND status IN ('queued', 'processing');
+$$;
+
+-- New mailboxes of one domain, within its limits, and the task's record of them, in one
+-- statement (worker/jobs.py): the domain's row lock, which serialises every writer of its
+-- mailboxes and counters, is taken here, after the task's own work, and the transaction
+-- commits right after. Each later statement here reads a fresh snapshot, so it sees
+-- what the lock's previous holder committed. Per item, in order: `exists` (a mailbox or
+-- alias has the address), `limit`, `quota`, `max_quota`, or `created`; one row `gone`
+-- (and nothing written) when the domain is missing or deleted. The sealed passwords of
+-- the items written ($12, local parts) leave the task's payload with them. The task's
+-- results get each item's status as $13 names it (`generated` for the created among
+-- $14); then its progress ($15) is recorded, or, when $16, the task finishes: failed
+-- with the reason $17 gives an item's status when $17 is set (a single mailbox's task)
+-- and its one item was not created, else completed.
+CREATE OR REPLACE FUNCTION mailprov_add_mailboxes(
+    p_domain bigint, p_task bigint, p_local text[], p_address text[], p_hash text[],
+    p_display text[], p_quota integer[], p_active boolean[], p_force boolean[],
+    p_tls_in boolean[], p_tls_out boolean[], p_sealed text[], p_statuses jsonb,
+    p_generated text[], p_done integer, p_finish boolean, p_failures jsonb)
+RETURNS TABLE (item text, verdict text) LANGUAGE plpgsql AS $$
+DECLARE
+    d record;
+    taken text[];
+    counted integer;
+    used bigint;
+    verdicts text[] := '{}';
+    accepted integer[] := '{}';
+    inserted text[];
+    written_sealed text[];
+    recorded jsonb;
+    failure text;
+BEGIN
+    SELECT id, account_id, max_mailboxes, quota_mb, max_mailbox_quota_mb, mailbox_count,
+           quota_used_mb, deleted_at
+    INTO d FROM domains WHERE id = p_domain FOR UPDATE;
+    IF NOT FOUND OR d.deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT NULL::text, 'gone'::text;
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(t.a), '{}') INTO taken FROM (
+        SELECT m.address AS a FROM mailboxes m WHERE m.address = ANY (p_address)
+        UNION ALL
+        SELECT al.address FROM aliases al WHERE al.address = ANY (p_address)) AS t;
+    counted := d.mailbox_count;
+    used := d.quota_used_mb;
+    FOR i IN 1 .. coalesce(array_length(p_address, 1), 0) LOOP
+        IF p_address[i] = ANY (taken) THEN
+            verdicts := verdicts || 'exists'::text;
+        ELSIF counted >= d.max_mailboxes THEN
+            verdicts := verdicts || 'limit'::text;
+        ELSIF used + p_quota[i] > d.quota_mb THEN
+            verdicts := verdicts || 'quota'::text;
+        ELSIF p_quota[i] > d.max_mailbox_quota_mb THEN
+            verdicts := verdicts || 'max_quota'::text;
+        ELSE
+            verdicts := verdicts || 'created'::text;
+            accepted := accepted || i;
+            counted := counted + 1;
+            used := used + p_quota[i];
+        END IF;
+    END LOOP;
+    WITH added AS (
+        INSERT INTO mailboxes (domain_id, account_id, local_part, address, password_hash,
+                               display_name, quota_mb, active, force_pw_update,
+                               tls_enforce_in, tls_enforce_out, task_id)
+        SELECT p_domain, d.account_id, p_local[i], p_address[i], p_hash[i], p_display[i],
+               p_quota[i], p_active[i], p_force[i], p_tls_in[i], p_tls_out[i], p_task
+        FROM unnest(accepted) AS i
+        ON CONFLICT (address) DO NOTHING
+        RETURNING mailboxes.address, mailboxes.quota_mb
+    ), summed AS (
+        SELECT coalesce(array_agg(added.address), '{}') AS addresses, count(*) AS n,
+               coalesce(sum(added.quota_mb), 0) AS q
+        FROM added
+    ), counters AS (
+        UPDATE domains SET mailbox_count = mailbox_count + summed.n,
+                           quota_used_mb = quota_used_mb + summed.q
+        FROM summed WHERE domains.id = p_domain AND summed.n > 0
+    )
+    SELECT summed.addresses INTO inserted FROM summed;
+    -- an accepted item whose address was taken meanwhile (outside this domain's lock)
+    FOR i IN 1 .. coalesce(array_length(p_address, 1), 0) LOOP
+        IF verdicts[i] = 'created' AND NOT p_address[i] = ANY (inserted) THEN
+            verdicts[i] := 'exists';
+        END IF;
+    END LOOP;
+    written_sealed := ARRAY(SELECT p_local[i] FROM unnest(accepted) AS i
+                            WHERE verdicts[i] = 'created' AND p_local[i] = ANY (p_sealed));
+    IF cardinality(written_sealed) > 0 THEN
+        UPDATE tasks SET payload = mailprov_erase_secrets(payload, written_sealed)
+        WHERE id = p_task;
+    END IF;
+    SELECT coalesce(jsonb_object_agg(p_address[i], jsonb_build_object(
+               'status', p_statuses ->> verdicts[i])
+               || CASE WHEN verdicts[i] = 'created' AND p_address[i] = ANY (p_generated)
+                       THEN '{"generated": true}'::jsonb ELSE '{}'::jsonb END), '{}')
+    INTO recorded FROM generate_subscripts(p_address, 1) AS i;
+    IF NOT p_finish THEN
+        UPDATE tasks SET results = results || recorded, progress_done = p_done,
+                         updated_at = now()
+        WHERE id = p_task;
+    ELSE
+        IF p_failures IS NOT NULL AND cardinality(verdicts) > 0 THEN
+            failure := p_failures ->> (p_statuses ->> verdicts[1]);
+        END IF;
+        PERFORM mailprov_finish_task(p_task, CASE WHEN failure IS NULL THEN 'completed'
+                                                  ELSE 'failed' END, failure, recorded);
+    END IF;
+    RETURN QUERY SELECT p_address[i], verdicts[i] FROM generate_subscripts(p_address, 1) AS i;
+END $$;

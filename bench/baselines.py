@@ -32,7 +32,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from service.core.passwords import Hasher, hash_password
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 from service.core.settings import Settings
 
 NOOP_QUEUE = "bench:noop"

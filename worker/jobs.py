@@ -203,65 +203,51 @@ async def _mailboxes(job: JobContext, task: Row) -> tuple[str, int, str | None]:
                 already = await lock_task(store, task_id, addresses)
                 fresh = [(i, a) for i, a in zip(chunk, addresses, strict=True)
                          if a not in already]
-                results = await _write_chunk(store, task_id, domain_id, fresh)
-                written = [i["local_part"] for i, a in fresh
-                           if a in sealed and results[a]["status"] == CREATED]
-                if written:
-                    # the sealed passwords of the mailboxes just written leave the payload
-                    # in the transaction that wrote them; the rest, and hashes a client
-                    # supplied, stay until the task ends (finish_task), for a retry
-                    await store.erase_item_secrets(task_id=task_id, local_parts=written)
-                shown = {a: r for a, r in results.items()
-                         if r["status"] == CREATED and a in generated}
-                for address in shown:
-                    results[address]["generated"] = True
-                if shown:
-                    # before COMMIT: a run that dies after it has already kept its passwords
+                offered = {a: generated[a] for _, a in fresh if a in generated}
+                if offered:
+                    # before COMMIT (a run that dies after it has already kept its
+                    # passwords), and before the domain's lock: only the mailboxes the
+                    # results mark `generated` ever show theirs
                     key = passwords_key(settings.redis_prefix, task_id)
-                    await job.redis.hset(key, mapping={a: generated[a] for a in shown})  # type: ignore[misc]
+                    await job.redis.hset(key, mapping=offered)  # type: ignore[misc]
                     await job.redis.expire(key, settings.password_ttl_s)
                 done += len(chunk)
+                last = number == len(chunks) - 1
+                # the domain's lock: taken by this one statement, which also records the
+                # chunk in the task (or finishes it), and held only until COMMIT, so one
+                # domain's tasks barely wait on each other
+                results = await _write_chunk(
+                    store, task_id, domain_id, fresh, sealed, set(generated), done, last,
+                    SINGLE_FAILURES if single else None)
                 created += sum(r["status"] == CREATED for r in results.values())
-                if number < len(chunks) - 1:
-                    await store.record_progress(task_id=task_id, results=results, done=done)
-                    continue
-                if single and results and results[addresses[0]]["status"] != CREATED:
+                if last and single and results and results[addresses[0]]["status"] != CREATED:
                     status, reason = "failed", SINGLE_FAILURES[results[addresses[0]]["status"]]
-                await store.finish_task(task_id=task_id, status=status, error=reason,
-                                        results=results)
     return status, created, reason
 
 
+VERDICTS = {"created": CREATED, "exists": EXISTS, "limit": LIMIT, "quota": QUOTA,
+            "max_quota": MAX_QUOTA}
+
+
 async def _write_chunk(store: Store, task_id: int, domain_id: int,
-                       items: list[tuple[dict[str, Any], str]]) -> dict[str, dict[str, Any]]:
-    """Insert what fits the domain's limits, in one statement; the per-item outcomes."""
-    domain = await live_domain(store, domain_id, "The domain no longer exists.")
-    existing = await store.existing_addresses(addresses=[a for _, a in items])
-    count, used = domain["mailbox_count"], domain["quota_used_mb"]
-    results: dict[str, dict[str, Any]] = {}
-    accepted = []
-    for item, address in items:
-        if address in existing:
-            results[address] = {"status": EXISTS}
-        elif count >= domain["max_mailboxes"]:
-            results[address] = {"status": LIMIT}
-        elif used + item["quota_mb"] > domain["quota_mb"]:
-            results[address] = {"status": QUOTA}
-        elif item["quota_mb"] > domain["max_mailbox_quota_mb"]:
-            results[address] = {"status": MAX_QUOTA}
-        else:
-            accepted.append(NewMailbox(
-                item["local_part"], address, item["password_hash"], item.get("display_name"),
-                item["quota_mb"], **{flag: item[flag] for flag in FLAGS if flag in item}))
-            count += 1
-            used += item["quota_mb"]
-    if accepted:
-        inserted = await store.insert_mailboxes(domain_id=domain_id, task_id=task_id,
-                                                mailboxes=accepted)
-        for mailbox in accepted:
-            results[mailbox.address] = {"status": CREATED if mailbox.address in inserted
-                                        else EXISTS}
-    return results
+                       items: list[tuple[dict[str, Any], str]], sealed: set[str],
+                       generated: set[str], done: int, last: bool,
+                       failures: dict[str, str] | None) -> dict[str, dict[str, Any]]:
+    """Insert what fits the domain's limits and record it in the task (its progress, or,
+    when `last`, its end), in one statement; the per-item outcomes."""
+    outcomes = await store.add_mailboxes(
+        domain_id=domain_id, task_id=task_id,
+        mailboxes=[NewMailbox(item["local_part"], address, item["password_hash"],
+                              item.get("display_name"), item["quota_mb"],
+                              **{flag: item[flag] for flag in FLAGS if flag in item})
+                   for item, address in items],
+        sealed=[item["local_part"] for item, address in items if address in sealed],
+        statuses=VERDICTS, generated=[a for _, a in items if a in generated], done=done,
+        finish=last, failures=failures)
+    if outcomes == [(None, "gone")]:
+        raise ProvisioningError("The domain no longer exists.")
+    return {address: {"status": VERDICTS[verdict]} for address, verdict in outcomes
+            if address is not None}
 
 
 # the body of each task type (service/core/tasks.py lists them; the worker checks the two

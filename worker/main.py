@@ -14,7 +14,7 @@ from service.core import presence
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
 from service.core.passwords import Hasher
-from service.core.queue import redis_settings
+from service.core.redisconn import follow_master, redis_settings
 from service.core.settings import Settings
 from service.core.tasks import TASK_TYPES, job_name
 from worker import context as job_context
@@ -62,7 +62,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         await sweeper.take_turn(ctx)
         ctx["background"] = [asyncio.create_task(sweeper.run(ctx), name="sweeper"),
                              asyncio.create_task(watch_hashing(ctx, hashing),
-                                                 name="hashing-check")]
+                                                 name="hashing-check"),
+                             # through Sentinel: onto a new master within a second
+                             asyncio.create_task(follow_master(ctx["redis"]),
+                                                 name="follow-master")]
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from service.cli.common import CommandError, command, emit, group
 from service.core import oversight
 from service.core.db import Database
 from service.core.oversight import age, when
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 from service.core.settings import Settings
 from service.core.tasks import STATUSES
 

@@ -26,7 +26,7 @@ from typing import Any
 from arq import create_pool
 from redis.asyncio import Redis
 
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 from service.core.settings import Settings
 
 # a registered worker whose health key is gone this long after it started has died

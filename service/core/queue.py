@@ -4,14 +4,12 @@ most once however often it is enqueued."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import redis.exceptions
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from service.core.tasks import job_name
@@ -70,6 +68,3 @@ async def release(arq: ArqRedis, queue_name: str, task_ids: Sequence[int], *,
     await arq.register_script(RELEASE)(keys=keys, args=[
         int(time.time() * 1000), age_ms, int(mark_life_s * 1000), *ids])
 
-
-def redis_settings(url: str, **changes: Any) -> RedisSettings:
-    return dataclasses.replace(RedisSettings.from_dsn(url), **changes)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from service.core.redisconn import check_url
+
 # how long an Idempotency-Key's record is kept (the web replays it, the sweeper deletes it)
 IDEMPOTENCY_TTL_S = 24 * 3600
 
@@ -31,6 +33,11 @@ class Settings:
     # every Redis key (queue, rate limits, passwords) starts with this, so installations
     # and test runs can share one Redis
     redis_prefix: str = "mailprov:"
+    # a standby for reads that may be a little stale (lists, the ops page, metrics); empty:
+    # every read goes to DATABASE_URL. DATABASE_URL may name several hosts
+    # (postgresql://h1:5432,h2:5432/db?target_session_attrs=read-write): the pools find
+    # the primary among them, again after a switchover
+    database_replica_url: str = ""
     db_pool_min: int = 2
     db_pool_max: int = 10
 
@@ -141,7 +148,12 @@ class Settings:
             except ValueError:
                 raise SystemExit(f"setting {name}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        try:  # the form of REDIS_URL is checked once here, for every command
+            check_url(settings.redis_url)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

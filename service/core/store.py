@@ -9,7 +9,7 @@ name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -230,6 +230,19 @@ class Store:
                           payload: dict[str, Any], total: int) -> int:
         return await self._value("create_task", account_id, task_type, domain, payload, total)
 
+    async def lock_sub_domain_window(self, *, parent_id: int) -> None:
+        await self._value("lock_sub_domain_window", parent_id)
+
+    async def create_sub_domain_task(self, *, account_id: int, domain: str,
+                                     payload: dict[str, Any], total: int, parent_id: int,
+                                     window_s: int) -> Row:
+        """Run after lock_sub_domain_window, in its transaction: `id` is None when the
+        parent had its request in the window, which ends at `reset_ms`."""
+        row = await self._row("create_sub_domain_task", account_id, domain, payload, total,
+                              parent_id, window_s)
+        assert row is not None  # the aggregate always gives one row
+        return row
+
     async def create_domain_task(self, *, account_id: int, domain: str, quota_mb: int,
                                  max_mailboxes: int, default_mailbox_quota_mb: int,
                                  description: str | None, max_mailbox_quota_mb: int,
@@ -272,19 +285,25 @@ class Store:
     async def lock_domain(self, *, domain_id: int) -> Row | None:
         return await self._row("lock_domain", domain_id)
 
-    async def existing_addresses(self, *, addresses: Sequence[str]) -> set[str]:
-        return set(await self._value("existing_addresses", list(addresses)))
-
-    async def insert_mailboxes(self, *, domain_id: int, task_id: int,
-                               mailboxes: Sequence[NewMailbox]) -> set[str]:
-        """Insert in one statement, counters included; the addresses inserted."""
+    async def add_mailboxes(self, *, domain_id: int, task_id: int,
+                            mailboxes: Sequence[NewMailbox], sealed: Sequence[str],
+                            statuses: Mapping[str, str], generated: Sequence[str], done: int,
+                            finish: bool,
+                            failures: Mapping[str, str] | None) -> list[tuple[str | None, str]]:
+        """Insert what fits the domain's limits, counters included, and record it in the
+        task, in one statement under the domain's lock (schema.sql:
+        mailprov_add_mailboxes says what each argument does); (address, verdict) in order:
+        created, exists, limit, quota or max_quota, or one (None, "gone") when the domain
+        is missing or deleted."""
         rows = await self._rows(
-            "insert_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
+            "add_mailboxes", domain_id, task_id, [m.local_part for m in mailboxes],
             [m.address for m in mailboxes], [m.password_hash for m in mailboxes],
             [m.display_name for m in mailboxes], [m.quota_mb for m in mailboxes],
             [m.active for m in mailboxes], [m.force_pw_update for m in mailboxes],
-            [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes])
-        return {r["address"] for r in rows}
+            [m.tls_enforce_in for m in mailboxes], [m.tls_enforce_out for m in mailboxes],
+            list(sealed), dict(statuses), list(generated), done, finish,
+            None if failures is None else dict(failures))
+        return [(r["item"], r["verdict"]) for r in rows]
 
     async def insert_sub_domains(self, *, parent_id: int, names: Sequence[str],
                                  task_id: int) -> set[str]:
@@ -309,10 +328,6 @@ class Store:
     async def free_tasks(self, *, worker_ids: Sequence[str]) -> list[Row]:
         """Put the processing tasks of `worker_ids` back to queued; their ids and types."""
         return await self._rows("free_tasks", list(worker_ids))
-    async def erase_item_secrets(self, *, task_id: int, local_parts: Sequence[str]) -> None:
-        """Strip the client's secrets (a sealed password, a hash) of these items from the
-        task's payload."""
-        await self._run("erase_item_secrets", task_id, list(local_parts))
 
     async def erase_kept_secrets(self, *, after_s: int, limit: int) -> None:
         await self._run("erase_kept_secrets", after_s, limit)

@@ -8,11 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq.connections import ArqRedis
 from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
+from service.core.redisconn import arq_redis, follow_master
 from service.core.settings import Settings
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import Limits, domain_paths
@@ -30,6 +30,7 @@ from service.web.state import (
     IDEMPOTENCY_SLOTS,
     KEY_USES,
     LIMITER,
+    READS,
     SCHEMAS,
     SETTINGS,
     THROTTLE,
@@ -41,21 +42,29 @@ from service.web.throttle import AuthThrottle, KeyUses
 log = logging.getLogger("mailprov.web")
 
 
-async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+async def _pool(settings: Settings, dsn: str, what: str) -> Database:
     try:
         # connecting the pool's first connections is the check
-        db = await Database.connect(settings.database_url, min_size=settings.db_pool_min,
-                                    max_size=settings.db_pool_max)
+        return await Database.connect(dsn, min_size=settings.db_pool_min,
+                                      max_size=settings.db_pool_max)
     except BACKEND_DOWN as exc:
         # start all the same, with a pool that connects on demand: requests answer 503
         # until Postgres is back, then just work, with no restart of this process
-        log.warning("Postgres unreachable at startup (%s); answering 503 until it is back",
-                    type(exc).__name__)
-        db = await Database.connect(settings.database_url, min_size=0,
-                                    max_size=settings.db_pool_max)
-    app[DB] = db
+        log.warning("%s unreachable at startup (%s); answering 503 until it is back",
+                    what, type(exc).__name__)
+        return await Database.connect(dsn, min_size=0, max_size=settings.db_pool_max)
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[DB] = db = await _pool(settings, settings.database_url, "Postgres")
+    app[READS] = reads = db
+    if settings.database_replica_url:
+        app[READS] = reads = await _pool(settings, settings.database_replica_url,
+                                         "The Postgres replica")
     yield
+    if reads is not db:
+        await reads.close()
     await db.close()
 
 
@@ -63,8 +72,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # not arq's create_pool, which pings until it connects or gives up: the web starts while
     # Redis is down, each request that needs it answers 503 (the short connect timeout keeps
-    # that quick) until it is back, and redis-py reconnects by itself
-    arq = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=2)
+    # that quick) until it is back, and redis-py reconnects by itself (through Sentinel,
+    # to whichever server is the master then)
+    arq = arq_redis(settings.redis_url, connect_timeout=2)
     arq.default_queue_name = settings.queue_name
     try:
         await arq.ping()
@@ -74,7 +84,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ARQ] = arq
     app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
     app[THROTTLE] = AuthThrottle(arq, settings.redis_prefix, settings.auth_failures_per_minute)
+    following = asyncio.create_task(follow_master(arq), name="follow-master")
     yield
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
     await arq.aclose()
 
 

@@ -19,6 +19,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
+# reads that may be a little stale (lists, the ops page, metrics): the pool of
+# MAILPROV_DATABASE_REPLICA_URL when it is set, else DB itself. Writes, lookups before a
+# write, and polls of one's own task stay on DB, the primary
+READS = web.AppKey("reads", Database)
 ARQ = web.AppKey("arq", ArqRedis)
 LIMITER = web.AppKey("limiter", RateLimiter)
 # each policy route's schema, built once from the settings (marshmallow schemas are reusable)

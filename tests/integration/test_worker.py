@@ -6,7 +6,7 @@ from arq import create_pool
 
 from service.core.db import Database
 from service.core.passwords import Hasher
-from service.core.queue import redis_settings
+from service.core.redisconn import redis_settings
 from worker import jobs
 from worker.context import KEY, JobContext
 from worker.metrics import WorkerMetrics

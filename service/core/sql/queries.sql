@@ -37,6 +37,30 @@ INSERT INTO tasks (account_id, type, domain, payload, progress_total)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
+-- name: lock_sub_domain_window
+-- Requests for sub-domains of one parent take turns until their transaction ends, so
+-- create_sub_domain_task, run next, sees every task an earlier one recorded.
+SELECT pg_advisory_xact_lock(hashtextextended('sub_domain:' || $1::bigint::text, 0));
+
+-- name: create_sub_domain_task
+-- The task, unless one for the parent ($5) was recorded within the window ($6 s): the
+-- limit holds even when Redis lost its slot (a failover, a flush). Returns the new task's
+-- id, or NULL and when the window ends; both times in ms since the epoch, as Postgres
+-- tells them.
+WITH earlier AS (
+    SELECT max(created_at) AS at FROM tasks
+    WHERE account_id = $1 AND type = 'sub_domain' AND (payload->>'parent_id')::bigint = $5
+      AND created_at > now() - make_interval(secs => $6)
+), made AS (
+    INSERT INTO tasks (account_id, type, domain, payload, progress_total)
+    SELECT $1, 'sub_domain', $2, $3, $4 FROM earlier WHERE earlier.at IS NULL
+    RETURNING id
+)
+SELECT (SELECT id FROM made) AS id,
+       (extract(epoch FROM at + make_interval(secs => $6)) * 1000)::bigint AS reset_ms,
+       (extract(epoch FROM now()) * 1000)::bigint AS now_ms
+FROM earlier;
+
 -- name: create_domain_task
 -- The domain row and its task in one statement: the 409 and the task id are atomic.
 WITH task AS (
@@ -100,38 +124,13 @@ SELECT id, name, quota_mb, max_mailboxes, default_mailbox_quota_mb, status,
        mailbox_count, quota_used_mb, max_mailbox_quota_mb, max_aliases, alias_count, deleted_at
 FROM domains WHERE id = $1 FOR UPDATE;
 
--- name: existing_addresses
--- Run after lock_domain, as its own statement: it must see what the previous lock
--- holder committed. An address is taken by a mailbox (deleted ones too, until they are
--- purged) or by an alias.
-SELECT coalesce(array_agg(address), '{}') FROM (
-    SELECT address FROM mailboxes WHERE address = ANY($1::text[])
-    UNION ALL
-    SELECT address FROM aliases WHERE address = ANY($1::text[])
-) AS taken;
-
--- name: insert_mailboxes
--- The rows and the domain's counters, in one statement.
-WITH added AS (
-    INSERT INTO mailboxes (domain_id, account_id, local_part, address, password_hash,
-                           display_name, quota_mb, active, force_pw_update, tls_enforce_in,
-                           tls_enforce_out, task_id)
-    SELECT $1, (SELECT account_id FROM domains WHERE id = $1), local_part, address,
-           password_hash, display_name, quota_mb, active, force_pw_update, tls_enforce_in,
-           tls_enforce_out, $2
-    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
-                $9::boolean[], $10::boolean[], $11::boolean[])
-         AS t (local_part, address, password_hash, display_name, quota_mb, active,
-               force_pw_update, tls_enforce_in, tls_enforce_out)
-    ON CONFLICT (address) DO NOTHING
-    RETURNING address, quota_mb
-), counted AS (
-    UPDATE domains
-    SET mailbox_count = mailbox_count + (SELECT count(*) FROM added),
-        quota_used_mb = quota_used_mb + (SELECT coalesce(sum(quota_mb), 0) FROM added)
-    WHERE id = $1
-)
-SELECT address FROM added;
+-- name: add_mailboxes
+-- The rows, the domain's counters and its limits, and the task's record of them, in one
+-- statement that takes the domain's lock (schema.sql says how); an outcome per address.
+SELECT item, verdict FROM mailprov_add_mailboxes(
+    $1, $2, $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::boolean[],
+    $9::boolean[], $10::boolean[], $11::boolean[], $12::text[], $13::jsonb, $14::text[],
+    $15, $16, $17::jsonb);
 
 -- name: insert_sub_domains
 -- Children inherit the parent's limits; a name held by anyone already, as a domain or an
@@ -161,18 +160,8 @@ UPDATE tasks SET results = results || $2::jsonb, progress_done = $3, updated_at 
 WHERE id = $1;
 
 -- name: finish_task
--- A completed task keeps no client secret. A failed one keeps those of the items it did
--- not write (sealed, never plain), so that `tasks retry` can still make them as asked,
--- flagged for the sweeper to erase after MAILPROV_FAILED_TASK_SECRETS_TTL_S.
-UPDATE tasks
-SET status = $2, error = $3, results = results || $4::jsonb,
-    progress_done = CASE WHEN $2 = 'completed' THEN progress_total ELSE progress_done END,
-    payload = CASE
-        WHEN mailprov_erase_secrets(payload, NULL) = payload THEN payload - 'secrets_kept'
-        WHEN $2 = 'completed' THEN mailprov_erase_secrets(payload, NULL) - 'secrets_kept'
-        ELSE payload || '{"secrets_kept": true}' END,
-    finished_at = now(), updated_at = now()
-WHERE id = $1 AND status IN ('queued', 'processing');
+-- (schema.sql: mailprov_finish_task, which a mailbox chunk's statement calls too)
+SELECT mailprov_finish_task($1, $2, $3, $4::jsonb);
 
 -- name: leaseholders
 -- The workers that hold a processing task (tasks_unfinished_idx finds the tasks).
@@ -185,10 +174,6 @@ WHERE status = 'processing' AND worker_id IS NOT NULL;
 UPDATE tasks SET status = 'queued', updated_at = now()
 WHERE status = 'processing' AND worker_id = ANY($1::text[])
 RETURNING id, type;
-
--- name: erase_item_secrets
--- In the transaction that writes these items' mailboxes (worker/jobs.py).
-UPDATE tasks SET payload = mailprov_erase_secrets(payload, $2::text[]) WHERE id = $1;
 
 -- name: erase_kept_secrets
 -- The sweeper: failed tasks stop keeping their items' secrets after a while (a retry of
@@ -618,7 +603,8 @@ WHERE account_id = $1 AND id = ANY($2::bigint[]);
 
 -- name: address_holder
 -- What holds an address: 'mailbox' (deleted ones too, until purged), 'alias', or NULL.
--- Run under its domain's lock, as existing_addresses.
+-- Run under its domain's lock, in its own statement (it sees what the lock's previous
+-- holder committed).
 SELECT CASE WHEN EXISTS (SELECT 1 FROM mailboxes WHERE address = $1) THEN 'mailbox'
             WHEN EXISTS (SELECT 1 FROM aliases WHERE address = $1) THEN 'alias' END;
 

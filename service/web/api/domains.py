@@ -7,16 +7,18 @@ import contextlib
 from aiohttp import web
 
 from service.core import names
-from service.core.errors import Invalid
+from service.core.errors import Invalid, SubDomainRateLimited
+from service.core.store import Row, Store
 from service.web.api import formats
 from service.web.api.schemas import DEFAULT_MAX_ALIASES
 from service.web.call import Call
-from service.web.state import DB, LIMITER, RATE, SETTINGS
+from service.web.ratelimit import Decision
+from service.web.state import DB, LIMITER, RATE, READS, SETTINGS
 
 
 async def list_domains(call: Call) -> web.Response:
     domains = call.key.domains
-    rows = await call.app[DB].list_domains(account_id=call.account_id,
+    rows = await call.app[READS].list_domains(account_id=call.account_id,
                                            domains=None if domains is None else sorted(domains))
     results = {}
     for row in rows:
@@ -64,11 +66,31 @@ async def create_sub_domains(call: Call) -> web.Response:
                                   call.app[SETTINGS].rate_sub_domain_window_s)
     call.request[RATE] = decision
     try:
-        task_id = await call.submit("sub_domain", parent["name"],
-                                    {"parent_id": parent["id"], "names": full_names},
-                                    len(full_names))
+        if call.recording is not None:  # under an Idempotency-Key: in its transaction
+            task_id = await _record_sub_domains(call, call.recording.store, parent, full_names)
+        else:
+            async with call.app[DB].transaction() as store:
+                task_id = await _record_sub_domains(call, store, parent, full_names)
+        await call.enqueue(task_id, "sub_domain")
     except BaseException:
         with contextlib.suppress(Exception):
             await limiter.release(decision)
         raise
     return web.json_response({"status": "success", "domain": parent["name"], "task_id": task_id})
+
+
+async def _record_sub_domains(call: Call, store: Store, parent: Row, full_names: list[str]) -> int:
+    """The task, unless Postgres already holds one for the parent in the window: Redis's
+    slot is the quick, shared check, and this one holds when Redis lost the slot (a
+    Sentinel failover loses the last writes of the old master)."""
+    window_s = call.app[SETTINGS].rate_sub_domain_window_s
+    await store.lock_sub_domain_window(parent_id=parent["id"])
+    made = await store.create_sub_domain_task(
+        account_id=call.account_id, domain=parent["name"],
+        payload={"parent_id": parent["id"], "names": full_names}, total=len(full_names),
+        parent_id=parent["id"], window_s=window_s)
+    if made["id"] is None:
+        refused = Decision(False, 1, 0, made["reset_ms"], made["now_ms"])
+        call.request[RATE] = refused
+        raise SubDomainRateLimited(headers=refused.headers)
+    return made["id"]

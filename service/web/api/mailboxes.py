@@ -12,7 +12,7 @@ from service.core.store import Row
 from service.web.api import formats
 from service.web.api.secrets import payload_secret
 from service.web.call import Call
-from service.web.state import DB, SETTINGS
+from service.web.state import READS, SETTINGS
 
 
 def _quota(requested: int | None, domain: Row) -> int:
@@ -97,7 +97,7 @@ async def list_mailboxes(call: Call) -> web.Response:
     domain = call.found
     assert domain is not None  # the route's lookup
     settings = call.app[SETTINGS]
-    rows = await call.app[DB].list_mailboxes(domain_id=domain["id"])
+    rows = await call.app[READS].list_mailboxes(domain_id=domain["id"])
     results = {
         row["address"]: {
             "provisioning_status": "active" if row["active"] else "inactive",

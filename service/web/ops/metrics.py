@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 
 from service.core import logs, oversight
 from service.web.clients import client_of
-from service.web.state import ARQ, DB, REQUEST_ID, ROUTES, SETTINGS
+from service.web.state import ARQ, READS, REQUEST_ID, ROUTES, SETTINGS
 
 log = logging.getLogger("mailprov.web")
 
@@ -115,7 +115,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text format; the queue gauges are read now, from Postgres and Redis."""
     m = request.app[METRICS]
-    now = await oversight.summary(request.app[DB], request.app[ARQ], request.app[SETTINGS])
+    now = await oversight.summary(request.app[READS], request.app[ARQ], request.app[SETTINGS])
     m.queue_depth.set(now.depth)
     m.queue_deferred.set(now.deferred)
     for status in ("queued", "processing", "failed"):

@@ -20,7 +20,7 @@ from aiohttp import web
 from service.core import oversight
 from service.core.errors import NotFound
 from service.core.oversight import age, when
-from service.web.state import ARQ, DB, SETTINGS
+from service.web.state import ARQ, DB, READS, SETTINGS
 
 COOKIE = "mailprov_ops"
 REFRESH_S = 10
@@ -133,8 +133,8 @@ async def queue_page(request: web.Request) -> web.Response:
     if (denied := _denied(request)) is not None:
         return denied
     app = request.app
-    now = await oversight.summary(app[DB], app[ARQ], app[SETTINGS])
-    failures = await oversight.recent_failures(app[DB])
+    now = await oversight.summary(app[READS], app[ARQ], app[SETTINGS])
+    failures = await oversight.recent_failures(app[READS])
     cards = "".join([
         _card(f"jobs in queue ({now.deferred} deferred)", now.depth),
         _card("tasks queued", now.queued),
@@ -180,7 +180,7 @@ async def task_page(request: web.Request) -> web.Response:
         return denied
     app = request.app
     task_id = int(request.match_info["task_id"])
-    task = await oversight.task_detail(app[DB], app[ARQ], app[SETTINGS], task_id)
+    task = await oversight.task_detail(app[READS], app[ARQ], app[SETTINGS], task_id)
     if task is None:
         raise NotFound
     facts = [

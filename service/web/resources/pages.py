@@ -17,7 +17,7 @@ from service.core.errors import ApiError
 from service.core.paging import Cursor, PageRequest, key_text
 from service.core.store import LISTINGS, Row
 from service.web.call import Call
-from service.web.state import DB
+from service.web.state import READS
 
 Shape = Callable[[Row], dict[str, Any]]
 Handler = Callable[[Call], Awaitable[web.Response]]
@@ -73,7 +73,7 @@ def deleted_once(error: type[ApiError], what: str) -> Callable[[dict[str, Any], 
 async def paged(call: Call, listing: str, shape: Shape) -> web.Response:
     """One page of `listing` (a page_* query of the store), each row shown by `shape`."""
     request = page_request(call)
-    page = await getattr(call.app[DB], listing)(request)
+    page = await getattr(call.app[READS], listing)(request)
     size, number = request.size, request.number
     last = max(1, -(-page.total // size))
     column = LISTINGS[listing].sorts[request.sort][0]
