@@ -454,3 +454,20 @@ ALTER TABLE domains
 -- the recheck reads verified domains, least recently checked first
 CREATE INDEX IF NOT EXISTS domains_verified_checked_idx ON domains (dns_checked_at)
     WHERE status = 'verified' AND deleted_at IS NULL;
+
+-- Long polling (service/web/waiters.py): every change of a task's status or progress is
+-- announced on the channel `mailprov_tasks` as `<id>:<status>:<progress_done>`. NOTIFY is
+-- transactional: it is sent when the worker's transaction commits, so a poll it wakes
+-- reads what it announced, and it is never sent for a rolled-back chunk. A trigger, not
+-- a call in each job: every path that moves a task (chunks, finish, retry, the sweeper)
+-- announces it.
+CREATE OR REPLACE FUNCTION mailprov_task_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mailprov_tasks', NEW.id || ':' || NEW.status || ':' || NEW.progress_done);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tasks_notify AFTER UPDATE ON tasks FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          OR NEW.progress_done IS DISTINCT FROM OLD.progress_done)
+    EXECUTE FUNCTION mailprov_task_notify();

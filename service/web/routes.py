@@ -175,9 +175,11 @@ RESOURCE_ROUTES: list[Route] = [
           "Every task of the account, of either face; newest first unless `sort=created_at`. "
           "Filters: `filter[status]`, `filter[type]`. A page shows no generated passwords: "
           "GET /tasks/{{task_id}} does, for a while after completion.", rr.TaskPage),
-    _read(r"tasks/{task_id:\d{1,18}}", TASK_ROUTE, r_tasks.get_task, rs.NoQuery, "tasks",
-          "Read a task", "Any task of the account, whichever face recorded it; `results` "
-          "per item, a generated password in its item for a while after completion.",
+    _read(r"tasks/{task_id:\d{1,18}}", TASK_ROUTE, r_tasks.get_task, rs.TaskWaitQuery,
+          "tasks", "Read a task", "Any task of the account, whichever face recorded it; "
+          "`results` per item, a generated password in its item for a while after "
+          "completion. `?wait=N` (at most 60) holds the answer until the task finishes or "
+          "its progress moves, or N seconds pass.",
           rr.Task, TASK_AT),
 
     _read("domains", "domains", lister("page_domains", shapes.domain), rs.DomainsQuery, "domains",
@@ -441,7 +443,9 @@ ROUTES: list[Route] = [
           "A task of create/mailbox/bulk. Generated passwords show as for single tasks.",
           [responses.TaskInProgress, responses.TaskCompleted], responses.FailedTask),
     _poll("get_task", "get/task", tasks.get_task, "Poll any task",
-          "Any task type, in the shape of get/mailbox/*, plus `type`.",
+          "Any task type, in the shape of get/mailbox/*, plus `type`. Every poll takes "
+          "`wait=N` (seconds, at most 60): the answer is held until the task finishes or its "
+          "`progress.done` moves, or N seconds pass.",
           [responses.TypedTaskInProgress, responses.TypedTaskCompleted],
           responses.TypedFailedTask),
 
