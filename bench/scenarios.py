@@ -63,18 +63,21 @@ class Sizes:
     life_mailboxes: int      # lifecycle: the domain's mailboxes, paged 100 at a time
     life_updates: int        # ... mailboxes changed, one PUT each
     life_bulk: int           # ... mailboxes deleted and restored in one bulk action each
+    waiters: int             # longpoll: polls held at once ...
+    finishes: int            # ... of which this many are finished one at a time
 
 
 FULL = Sizes(rounds=3, warmup_s=0.5, run_s=2.5, connections=64, latency_rate=20.0,
              latency_s=6.0, latency_rounds=2, worker_tasks=1000, worker_rounds=2,
              bulk_hashed=1000, baseline_hashes=60, bulk_tasks=10, bulk_size=1000,
              bulk_rounds=2, growth=(100, 1000, 10000), growth_rounds=2, list_requests=7,
-             life_mailboxes=10000, life_updates=1000, life_bulk=1000)
+             life_mailboxes=10000, life_updates=1000, life_bulk=1000, waiters=5000,
+             finishes=500)
 QUICK = Sizes(rounds=1, warmup_s=0.2, run_s=0.5, connections=16, latency_rate=20.0,
               latency_s=0.5, latency_rounds=1, worker_tasks=20, worker_rounds=1,
               bulk_hashed=4, baseline_hashes=4, bulk_tasks=2, bulk_size=10, bulk_rounds=1,
               growth=(10, 30, 100), growth_rounds=1, list_requests=2,
-              life_mailboxes=300, life_updates=20, life_bulk=20)
+              life_mailboxes=300, life_updates=20, life_bulk=20, waiters=50, finishes=20)
 
 
 @dataclass

@@ -18,7 +18,7 @@ OTHER_SECTION = "## Fault injection\n\nWritten by someone else; kept as it is.\n
 SCENARIOS = ("enqueue", "poll", "latency", "worker", "bulk, hashed", "bulk, pre-hashed",
              "growth: list/mailbox", "growth: one bulk task", "lifecycle, pages",
              "lifecycle, updates", "lifecycle, bulk", "front, stall", "front, accept",
-             "front, fairness")
+             "front, fairness", "longpoll, held", "longpoll, heard")
 
 
 def table(text: str) -> dict[str, list[str]]:
