@@ -91,6 +91,10 @@ class TaskWaitQuery(NoQuery):
     wait = wait_field()
 
 
+class NewWebhook(Body):
+    url = Text(required=True, validate=validate.Length(min=1, max=2000))
+
+
 class Empty(Body):
     """A body with nothing in it (`{}`, or no body at all): a restore names all it needs
     in its path."""
