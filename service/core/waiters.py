@@ -55,10 +55,18 @@ class TaskWaiters:
         self._recent: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._keeper: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._released = False
 
     @property
     def listening(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        return (not self._released and self._conn is not None
+                and not self._conn.is_closed())
+
+    def release(self) -> None:
+        """At shutdown: every held poll answers now, and none waits from here on (a
+        graceful stop would otherwise wait out each one's N seconds)."""
+        self._released = True
+        self._wake_all()
 
     @property
     def waiting(self) -> int:

@@ -147,3 +147,17 @@ async def test_a_poll_does_not_wait_without_its_subscription(settings, client, m
     await waiters._conn.close()
     answer = await held
     assert answer.status == 200 and answer.body["status"] == "queued"
+
+
+async def test_held_polls_answer_at_once_when_the_web_stops(settings, make):
+    _, key = await make.account()
+    await make.domain(key)
+    task_id = (await make.rest("POST", "mailbox_create", key,
+                               json={"domain": "example.com", "local_part": "di"})
+               ).body["task_id"]
+    async with serving(settings) as (app, base), counting(base, key) as (api, _):
+        held = asyncio.create_task(api.task(task_id, wait=60))
+        await until_waiting(app)
+        await app.shutdown()  # what a SIGTERM's graceful stop runs first
+        task = await held
+    assert task["status"] == "queued"
