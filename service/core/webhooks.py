@@ -24,6 +24,7 @@ SIGNATURE_HEADER = "Mailprov-Signature"
 SECRET_PURPOSE = "webhook-secret"  # noqa: S105 - a purpose label
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix
 MAX_URL = 2000
+RESOLVE_TIMEOUT_S = 5.0
 
 
 def _public(address: str) -> bool:
@@ -59,8 +60,9 @@ async def check_url(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        addresses = await _addresses(host, port)
-    except (OSError, UnicodeError):
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):  # TimeoutError is an OSError
+            addresses = await _addresses(host, port)
+    except (OSError, ValueError):  # UnicodeError (a label too long) is a ValueError
         raise WebhookUrlUnresolvable from None
     if not addresses or not all(_public(a) for a in addresses):
         raise WebhookUrlPrivate
