@@ -581,3 +581,66 @@ BEGIN
     END IF;
     RETURN QUERY SELECT p_address[i], verdicts[i] FROM generate_subscripts(p_address, 1) AS i;
 END $$;
+-- Long polling (service/web/waiters.py): every change of a task's status or progress is
+-- announced on the channel `mailprov_tasks` as `<id>:<status>:<progress_done>`. NOTIFY is
+-- transactional: it is sent when the worker's transaction commits, so a poll it wakes
+-- reads what it announced, and it is never sent for a rolled-back chunk. A trigger, not
+-- a call in each job: every path that moves a task (chunks, finish, retry, the sweeper)
+-- announces it.
+CREATE OR REPLACE FUNCTION mailprov_task_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mailprov_tasks', NEW.id || ':' || NEW.status || ':' || NEW.progress_done);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tasks_notify AFTER UPDATE ON tasks FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          OR NEW.progress_done IS DISTINCT FROM OLD.progress_done)
+    EXECUTE FUNCTION mailprov_task_notify();
+
+-- Webhooks (worker/webhooks.py): an account's endpoints, each told of every task it
+-- finishes. The secret signs the deliveries (HMAC-SHA256), so it is kept sealed under
+-- MAILPROV_SECRET_KEY, never hashed; it is shown once, at registration.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id             bigserial PRIMARY KEY,
+    account_id     bigint NOT NULL REFERENCES accounts (id),
+    url            text NOT NULL,
+    secret_sealed  text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhooks_account_idx ON webhooks (account_id);
+-- One row per endpoint and finished task, written by the trigger below in the transaction
+-- that finishes the task: a delivery exists exactly when the finish committed. `attempts`
+-- lists each try ({"at", "status", "error"}); `state` ends `delivered`, or `failed` once
+-- retries have gone on for 24 h.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id               bigserial PRIMARY KEY,
+    webhook_id       bigint NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    task_id          bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts         jsonb NOT NULL DEFAULT '[]',
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    delivered_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_task_idx ON webhook_deliveries (task_id);
+
+-- `2026-04-14T09:30:00Z`, as the API shows times
+CREATE OR REPLACE FUNCTION mailprov_iso(moment timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+$$;
+CREATE OR REPLACE FUNCTION mailprov_webhook_deliveries() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_deliveries (webhook_id, task_id)
+    SELECT id, NEW.id FROM webhooks WHERE account_id = NEW.account_id;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tasks_webhook_deliveries AFTER UPDATE ON tasks FOR EACH ROW
+    WHEN (OLD.status IN ('queued', 'processing') AND NEW.status IN ('completed', 'failed'))
+    EXECUTE FUNCTION mailprov_webhook_deliveries();

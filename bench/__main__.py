@@ -1,5 +1,5 @@
 """`python -m bench SCENARIO [--quick] [--out FILE]`: all, enqueue, poll, latency, worker, bulk,
-growth, lifecycle, front, mailstack or scaling.
+growth, lifecycle, front, longpoll, mailstack or scaling.
 
 Starts its own Postgres and Redis (embedded, on free loopback ports, in a temporary
 directory), runs mailprov's web and worker as separate processes against them, measures
@@ -25,13 +25,14 @@ import aiohttp
 
 from bench import report
 from bench.front import FRONT
+from bench.longpoll import LONGPOLL
 from bench.mailstack import MAILSTACK
 from bench.scaling import SCALING
 from bench.scenarios import FULL, QUICK, SCENARIOS, Context, Row
 from bench.servers import BENCH_ENV, Stack
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
-ALL = {**SCENARIOS, **FRONT, **MAILSTACK, **SCALING}
+ALL = {**SCENARIOS, **FRONT, **LONGPOLL, **MAILSTACK, **SCALING}
 
 
 def say(message: str) -> None:

@@ -2,6 +2,7 @@
 
     python -m bench.baselines enqueue-app   # POST /enqueue: arq enqueue_job and nothing else
     python -m bench.baselines json-app      # GET /json: a fixed JSON body ($BENCH_JSON_BODY)
+    python -m bench.baselines poll-floor-app  # GET /poll: a poll's round trips, nothing else
     python -m bench.baselines noop-worker   # an arq worker running a no-op job
     python -m bench.baselines hash --count N            # argon2id hashes/s over all cores
     python -m bench.baselines copy --domain-id D ...    # asyncpg COPY of mailbox rows
@@ -30,10 +31,15 @@ from aiohttp import web
 from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.asyncio import Redis
 
+from service.core.accounts import digest
+from service.core.db import Database
 from service.core.passwords import Hasher, hash_password
 from service.core.redisconn import redis_settings
 from service.core.settings import Settings
+from service.web.api.formats import task_body
+from service.web.ratelimit import RateLimiter
 
 NOOP_QUEUE = "bench:noop"
 # the no-op job appends "<enqueued at> <finished at>" (Unix seconds) here
@@ -93,6 +99,36 @@ def json_app(body: str) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/json", answer)
+    return app
+
+
+FLOOR = web.AppKey("floor", dict)
+
+
+def poll_floor_app(settings: Settings) -> web.Application:
+    """The poll's floor: a bare handler making get/mailbox/single's round trips (its key
+    and task in one query, the rate-limit script) and answering the same document, with
+    none of mailprov's policy, validation, middleware, logging or metrics."""
+
+    async def ctx(app: web.Application) -> Any:
+        # mailprov's pool (its JSON codecs, no reset on release) and rate limiter
+        db = await Database.connect(settings.database_url, max_size=settings.db_pool_max)
+        redis = Redis.from_url(settings.redis_url)
+        app[FLOOR] = {"db": db, "limiter": RateLimiter(redis, settings.redis_prefix)}
+        yield
+        await redis.aclose()
+        await db.close()
+
+    async def poll(request: web.Request) -> web.Response:
+        floor = request.app[FLOOR]
+        row = await floor["db"].resolve_key_with_task(key_hash=digest(request.query["key"]),
+                                                      task_id=int(request.query["task_id"]))
+        await floor["limiter"].hit(row["account_id"], "get", settings.rate_get)
+        return web.json_response(task_body(row, {}))
+
+    app = web.Application()
+    app.cleanup_ctx.append(ctx)
+    app.router.add_get("/poll", poll)
     return app
 
 
@@ -165,6 +201,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="kind", required=True)
     sub.add_parser("enqueue-app")
     sub.add_parser("json-app")
+    sub.add_parser("poll-floor-app")
     sub.add_parser("noop-worker")
     hashing = sub.add_parser("hash")
     hashing.add_argument("--count", type=int, required=True)
@@ -176,9 +213,10 @@ def main() -> None:
     copy.add_argument("--seed", type=int, required=True)
     args = p.parse_args()
     settings = Settings.from_env()
-    if args.kind in ("enqueue-app", "json-app"):
-        app = enqueue_app(settings) if args.kind == "enqueue-app" \
-            else json_app(os.environ["BENCH_JSON_BODY"])
+    if args.kind in ("enqueue-app", "json-app", "poll-floor-app"):
+        app = (enqueue_app(settings) if args.kind == "enqueue-app"
+               else poll_floor_app(settings) if args.kind == "poll-floor-app"
+               else json_app(os.environ["BENCH_JSON_BODY"]))
         web.run_app(app, host="127.0.0.1", port=settings.port, access_log=None, print=None)
     elif args.kind == "noop-worker":
         noop_worker(settings).run()

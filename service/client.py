@@ -160,14 +160,18 @@ class MailprovClient:
             self._session = None
 
     async def _request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
-                       body: dict[str, Any] | None = None,
-                       bearer: bool = False) -> dict[str, Any]:
+                       body: dict[str, Any] | None = None, bearer: bool = False,
+                       held: float = 0.0) -> dict[str, Any]:
+        """`held`: seconds the server may hold the answer (a long poll), on top of the
+        request's timeout."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {"Authorization": f"Bearer {self._key}"} if bearer else None
+        timeout = self._timeout
+        if held and timeout.total is not None:
+            timeout = aiohttp.ClientTimeout(total=timeout.total + held)
         async with self._session.request(method, self.base_url + path, params=query, json=body,
-                                         headers=headers,
-                                         timeout=self._timeout) as response:
+                                         headers=headers, timeout=timeout) as response:
             text = await response.text()
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             status = response.status
@@ -356,19 +360,28 @@ class MailprovClient:
     async def delete_alias_domain(self, alias_domain: str) -> int:
         return await self._write("DELETE", f"/alias-domains/{_segment(alias_domain)}")
 
-    async def task(self, task_id: int) -> dict[str, Any]:
+    async def task(self, task_id: int, *, wait: int = 0) -> dict[str, Any]:
         """The task as GET /api/v1/get/task shows it (queued, processing or completed).
-        A failed task raises TaskFailed: the API answers it with a 422."""
-        return await self._request("GET", "/get/task",
-                                   query={"key": self._key, "task_id": str(task_id)})
+        A failed task raises TaskFailed: the API answers it with a 422. `wait` (seconds,
+        at most 60) lets the server hold the answer until the task finishes or its
+        progress moves (long polling)."""
+        query = {"key": self._key, "task_id": str(task_id)}
+        if wait:
+            query["wait"] = str(wait)
+        return await self._request("GET", "/get/task", query=query, held=wait)
 
     # a `timeout` of our own: the deadline also bounds the Retry-After sleeps and backoff
     async def wait(self, task_id: int, *, timeout: float | None = 600.0,  # noqa: ASYNC109
                    on_progress: ProgressCallback | None = None,
-                   poll_min: float = 0.1, poll_max: float = 2.0) -> dict[str, Any]:
+                   poll_min: float = 0.1, poll_max: float = 2.0,
+                   long_poll: int = 30) -> dict[str, Any]:
         """Poll the task until it completes; its body.
 
-        Polls back off from `poll_min` doubling to `poll_max` seconds. A 429 or 503 is
+        Each poll is a long poll: the server holds it up to `long_poll` seconds until the
+        task finishes or its progress moves, so a task is one request in the common case
+        and a bulk one request per progress step. A poll answered with nothing new (a
+        server that does not hold polls, or lost its subscription) is followed by a pause
+        backing off from `poll_min` doubling to `poll_max` seconds. A 429 or 503 is
         retried after its Retry-After (up to `max_retry_after`; longer raises the error).
         `on_progress(done, total)` is called whenever the task's progress changes, and
         once with done == total when it completes. Raises TaskFailed when the task fails,
@@ -389,9 +402,13 @@ class MailprovClient:
             if inspect.isawaitable(outcome):
                 await outcome
 
+        seen: tuple[Any, Any] | None = None
         while True:
+            hold = long_poll
+            if deadline is not None:
+                hold = min(hold, int(deadline - loop.time()))
             try:
-                last = await self.task(task_id)
+                last = await self.task(task_id, wait=max(0, hold))
             except ApiError as exc:
                 if exc.status not in (429, 503):
                     raise
@@ -408,8 +425,14 @@ class MailprovClient:
                 progress = last.get("progress")
                 if progress:
                     await report(int(progress["done"]), int(progress["total"]))
-                pause = delay
-                delay = min(delay * 2, poll_max)
+                state = (last.get("status"), progress and progress.get("done"))
+                if hold > 0 and state != seen:
+                    # news: ask again at once, the server holds the next poll for us
+                    pause, delay = 0.0, poll_min
+                else:
+                    pause = delay
+                    delay = min(delay * 2, poll_max)
+                seen = state
             if deadline is not None:
                 left = deadline - loop.time()
                 if left <= 0:

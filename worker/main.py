@@ -18,7 +18,7 @@ from service.core.redisconn import follow_master, redis_settings
 from service.core.settings import Settings
 from service.core.tasks import TASK_TYPES, job_name
 from worker import context as job_context
-from worker import domain_dns, sweeper
+from worker import domain_dns, sweeper, webhooks
 from worker.health import check_hashing, watch_hashing
 from worker.jobs import BODIES, run_task
 from worker.metrics import WorkerMetrics
@@ -39,8 +39,9 @@ FUNCTIONS: list[Function] = [
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    # + the webhook senders, each holding its delivery's connection while it sends
     db = await Database.connect(settings.database_url, min_size=1,
-                                max_size=settings.worker_max_jobs + 2)
+                                max_size=settings.worker_max_jobs + 2 + webhooks.SENDERS)
     # a caller (the supervisor, a test) may lend a pool it keeps warm
     hasher = ctx.get("hasher") or Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
                                          settings.hash_processes)
@@ -61,6 +62,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         hashing = await check_hashing(ctx)
         await sweeper.take_turn(ctx)
         ctx["background"] = [asyncio.create_task(sweeper.run(ctx), name="sweeper"),
+                             asyncio.create_task(webhooks.run(ctx[job_context.KEY]),
+                                                 name="webhooks"),
                              asyncio.create_task(watch_hashing(ctx, hashing),
                                                  name="hashing-check"),
                              # through Sentinel: onto a new master within a second

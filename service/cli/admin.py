@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import uvloop
 
 from service.cli.common import CommandError, command, emit, group
-from service.core import accounts, dkim, dnscheck, names, secrets
+from service.core import accounts, dkim, dnscheck, names, secrets, webhooks
 from service.core.db import Database
+from service.core.errors import ApiError
 from service.core.migrate import apply_schema
 from service.core.oversight import parse_duration, when
 from service.core.settings import Settings
@@ -177,6 +178,42 @@ def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
          "\n".join(f"revoked {r['prefix']}... of user_id {r['account_id']}" for r in revoked))
 
 
+async def _account_webhook(db: Database, settings: Settings, account_id: int,
+                           url: str) -> webhooks.NewWebhook:
+    if not await db.account_exists(account_id=account_id):
+        raise accounts.NoSuchAccount(accounts.NoSuchAccount.__doc__)
+    return await webhooks.register(db, settings.secret_key, account_id, url,
+                                   settings.webhook_allow_private)
+
+
+def cmd_webhook_add(args: argparse.Namespace, settings: Settings) -> None:
+    require_secret_key(settings)
+    try:
+        new = _with_db(settings, lambda db: _account_webhook(db, settings, args.user_id,
+                                                             args.url))
+    except ApiError as exc:  # the URL refused, in the API's words
+        raise CommandError(f"{args.url}: {exc.reason}") from None
+    emit(args, {"id": new.id, "url": new.url, "secret": new.secret},
+         f"webhook {new.id}: {new.url}\nsecret: {new.secret}\n(the secret is shown only "
+         "this once; it signs every delivery)")
+
+
+def cmd_webhook_list(args: argparse.Namespace, settings: Settings) -> None:
+    rows = _with_db(settings, lambda db: db.list_webhooks(account_id=args.user_id))
+    emit(args, {"user_id": args.user_id, "webhooks": [
+        {"id": r["id"], "url": r["url"], "created_at": r["created_at"].isoformat()}
+        for r in rows]},
+        "\n".join(f"{r['id']:>6}  {r['url']}  (since {when(r['created_at'])})" for r in rows)
+        or "no webhooks")
+
+
+def cmd_webhook_remove(args: argparse.Namespace, settings: Settings) -> None:
+    if not _with_db(settings, lambda db: db.delete_webhook(account_id=args.user_id,
+                                                           webhook_id=args.id)):
+        raise CommandError(f"user_id {args.user_id} has no webhook {args.id}")
+    emit(args, {"removed": args.id}, f"removed webhook {args.id}")
+
+
 def add_commands(sub: Any) -> None:
     command(sub, "migrate", cmd_migrate, "apply schema.sql (idempotent)")
     command(sub, "serve", cmd_serve, "run the web process on $PORT")
@@ -211,3 +248,14 @@ def add_commands(sub: Any) -> None:
     key_list.add_argument("--user-id", type=int, required=True)
     revoke = command(key, "revoke", cmd_key_revoke, "revoke a key, given whole or by its prefix")
     revoke.add_argument("key_or_prefix")
+
+    hook = group(sub, "webhook", "manage an account's webhook endpoints")
+    hook_add = command(hook, "add", cmd_webhook_add,
+                       "register an endpoint told of every finished task; prints its secret")
+    hook_add.add_argument("--user-id", type=int, required=True)
+    hook_add.add_argument("url")
+    hook_list = command(hook, "list", cmd_webhook_list, "list an account's endpoints")
+    hook_list.add_argument("--user-id", type=int, required=True)
+    hook_remove = command(hook, "remove", cmd_webhook_remove, "remove an endpoint")
+    hook_remove.add_argument("--user-id", type=int, required=True)
+    hook_remove.add_argument("id", type=int)

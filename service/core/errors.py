@@ -192,3 +192,27 @@ class Unavailable(ApiError):
     """A backing service is unavailable; try again shortly."""
 
     status = 503
+
+
+class WebhookUrlInvalid(ApiError):
+    """The URL must be an absolute http:// or https:// URL with a host name."""
+
+    status = 422
+
+
+class WebhookUrlPrivate(ApiError):
+    """The URL's host is a private, loopback or link-local address, or resolves to one."""
+
+    status = 422
+
+
+class WebhookUrlUnresolvable(ApiError):
+    """The URL's host name does not resolve."""
+
+    status = 422
+
+
+class WebhookNotFound(ApiError):
+    """Webhook not found."""
+
+    status = 404

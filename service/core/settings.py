@@ -20,6 +20,15 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 PLATFORM_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "port": "PORT"}
 
 
+def boolean(text: str) -> bool:
+    """A yes/no setting: 1/0, true/false, yes/no (bool("0") would be True)."""
+    try:
+        return {"1": True, "true": True, "yes": True, "0": False, "false": False,
+                "no": False}[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
 def env_name(field: str) -> str:
     return PLATFORM_NAMES.get(field, "MAILPROV_" + field.upper())
 
@@ -126,6 +135,9 @@ class Settings:
     # stays published (mail it signed is still in flight or being verified)
     dkim_algorithm: str = "rsa"
     dkim_grace_s: int = 7 * 24 * 3600
+    # webhooks (worker/webhooks.py): endpoints on private, loopback and link-local
+    # addresses are refused unless this is set (a test's local receiver, a private network)
+    webhook_allow_private: bool = False
 
     # the /ops queue page answers 404 while this is empty
     ops_token: str = ""
@@ -143,6 +155,8 @@ class Settings:
             if raw is None or raw == "":
                 continue
             kind: Any = type(f.default)
+            if kind is bool:
+                kind = boolean
             try:
                 values[f.name] = kind(raw)
             except ValueError:

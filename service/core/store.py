@@ -597,3 +597,33 @@ class Store:
 
     async def domains_to_recheck(self, *, after_s: int, limit: int) -> list[Row]:
         return await self._rows("domains_to_recheck", float(after_s), limit)
+
+    # webhooks
+    async def create_webhook(self, *, account_id: int, url: str, secret_sealed: str) -> Row:
+        row = await self._row("create_webhook", account_id, url, secret_sealed)
+        assert row is not None
+        return row
+
+    async def list_webhooks(self, *, account_id: int) -> list[Row]:
+        return await self._rows("list_webhooks", account_id)
+
+    async def delete_webhook(self, *, account_id: int, webhook_id: int) -> bool:
+        return await self._value("delete_webhook", account_id, webhook_id) is not None
+
+    async def webhook_deliveries(self, *, account_id: int, webhook_id: int,
+                                 limit: int) -> list[dict[str, Any]] | None:
+        """The endpoint's latest deliveries, newest first; None when it is not the
+        account's."""
+        row = await self._row("webhook_deliveries", account_id, webhook_id, limit)
+        return None if row is None else list(row["deliveries"])
+
+    async def task_deliveries(self, *, task_id: int) -> list[Row]:
+        return await self._rows("task_deliveries", task_id)
+
+    async def claim_delivery(self) -> Row | None:
+        """A due delivery, locked until this store's transaction ends."""
+        return await self._row("claim_delivery")
+
+    async def record_attempt(self, *, delivery_id: int, task_id: int,
+                             attempt: dict[str, Any], state: str, retry_in_s: float) -> None:
+        await self._run("record_attempt", delivery_id, task_id, attempt, state, retry_in_s)

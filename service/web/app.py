@@ -14,6 +14,7 @@ from service.core.db import Database
 from service.core.errors import BACKEND_DOWN
 from service.core.redisconn import arq_redis, follow_master
 from service.core.settings import Settings
+from service.core.waiters import TaskWaiters
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import Limits, domain_paths
 from service.web.clients import trusted_networks
@@ -35,6 +36,7 @@ from service.web.state import (
     SETTINGS,
     THROTTLE,
     TRUSTED_PROXIES,
+    WAITERS,
 )
 from service.web.state import ROUTES as ROUTE_TABLE
 from service.web.throttle import AuthThrottle, KeyUses
@@ -91,6 +93,21 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await arq.aclose()
 
 
+async def waiters_ctx(app: web.Application) -> AsyncIterator[None]:
+    # one listening connection per process, whatever the number of waiting requests
+    waiters = TaskWaiters(app[SETTINGS].database_url)
+    await waiters.start()
+    app[WAITERS] = waiters
+    yield
+    await waiters.close()
+
+
+async def release_polls(app: web.Application) -> None:
+    # on_shutdown runs before the server waits for requests in flight: held polls answer
+    # at once instead of holding a graceful stop for up to their 60 s
+    app[WAITERS].release()
+
+
 def _schema(kind: type[Schema], settings: Settings) -> Schema:
     if issubclass(kind, Limits):
         return kind(bulk_max=settings.bulk_max, sub_domains_max=settings.sub_domains_max)
@@ -112,8 +129,9 @@ def create_app(settings: Settings) -> web.Application:
     app[DOCUMENT] = {}
     # sized db_pool_max - 1: service/web/idempotency.py says why
     app[IDEMPOTENCY_SLOTS] = asyncio.Semaphore(max(1, settings.db_pool_max - 1))
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, waiters_ctx])
     app.on_response_prepare.append(hide_banner)
+    app.on_shutdown.append(release_polls)
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(route.path, wrap(route), name=route.name)

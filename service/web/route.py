@@ -127,6 +127,8 @@ class Doc:
     # a request body the route accepts (without its `key`), for the document and the
     # tests: its domain is example.com (every route with a body has one; a test checks it)
     example: Mapping[str, Any] | None = None
+    # the success status, when it is neither 200 nor a resource write's 202
+    ok_status: str | None = None
 
 
 # methods that change nothing; every other is a write, refused to a read-only key

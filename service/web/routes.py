@@ -25,6 +25,7 @@ from service.web.resources import responses as rr
 from service.web.resources import schemas as rs
 from service.web.resources import shapes
 from service.web.resources import tasks as r_tasks
+from service.web.resources import webhooks as r_webhooks
 from service.web.resources.pages import deleted_once, lister, reader
 from service.web.route import MAILAPI, RESOURCES, Doc, Lookup, Policy, Route
 
@@ -166,6 +167,8 @@ def _write(method: str, path: str, name: str, handler: Any, task: str, tag: str,
                      example=example if example is not None or body is None else {}))
 
 
+NO_WEBHOOK = {"404": response(f"Not the account's: {reason(errors.WebhookNotFound)}",
+                              rr.ResourceError)}
 ALREADY_DELETED = "it is deleted already (`?purge=true` deletes it for good)"
 NOT_DELETED = f"it is not deleted: {reason(errors.NotDeleted)}"
 
@@ -175,9 +178,11 @@ RESOURCE_ROUTES: list[Route] = [
           "Every task of the account, of either face; newest first unless `sort=created_at`. "
           "Filters: `filter[status]`, `filter[type]`. A page shows no generated passwords: "
           "GET /tasks/{{task_id}} does, for a while after completion.", rr.TaskPage),
-    _read(r"tasks/{task_id:\d{1,18}}", TASK_ROUTE, r_tasks.get_task, rs.NoQuery, "tasks",
-          "Read a task", "Any task of the account, whichever face recorded it; `results` "
-          "per item, a generated password in its item for a while after completion.",
+    _read(r"tasks/{task_id:\d{1,18}}", TASK_ROUTE, r_tasks.get_task, rs.TaskWaitQuery,
+          "tasks", "Read a task", "Any task of the account, whichever face recorded it; "
+          "`results` per item, a generated password in its item for a while after "
+          "completion. `?wait=N` (at most 60) holds the answer until the task finishes or "
+          "its progress moves, or N seconds pass.",
           rr.Task, TASK_AT),
 
     _read("domains", "domains", lister("page_domains", shapes.domain), rs.DomainsQuery, "domains",
@@ -353,6 +358,35 @@ RESOURCE_ROUTES: list[Route] = [
            r_alias_domains.delete_alias_domain, "alias_domain_delete", "alias domains",
            "Delete an alias domain", "For good, at once.", query=rs.NoQuery,
            lookup=ALIAS_DOMAIN_AT),
+
+    Route("POST", f"{API}/webhooks", "webhook_create", r_webhooks.create_webhook,
+          Policy(RESOURCES, body=rs.NewWebhook, rate="write", bearer=True),
+          Doc("webhooks", "Register a webhook",
+              "Every task the account finishes (completed or failed) is POSTed to `url` as "
+              "GET /tasks/{{task_id}} shows it (generated passwords as null), signed: "
+              "`Mailprov-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\" "
+              "under the secret>`; `Mailprov-Delivery` names the delivery (a retry repeats "
+              "it). A non-2xx answer or a timeout (10 s) is retried, 1, 2, 4, ... seconds "
+              "apart, for 24 h. The `secret` is shown in this answer only. A URL whose host "
+              "is or resolves to a private, loopback or link-local address is refused.",
+              rr.RegisteredWebhook, "Created: the endpoint, with its secret.", ok_status="201",
+              example={"url": "https://hooks.example.com/mailprov"})),
+    Route("GET", f"{API}/webhooks", "webhooks", r_webhooks.list_webhooks,
+          Policy(RESOURCES, query=rs.NoQuery, rate="get", bearer=True),
+          Doc("webhooks", "List webhooks", "The account's endpoints (never their secrets).",
+              rr.WebhookList, "The endpoints.")),
+    Route("DELETE", rf"{API}/webhooks/{{id:\d{{1,18}}}}", "webhook_delete",
+          r_webhooks.delete_webhook,
+          Policy(RESOURCES, query=rs.NoQuery, rate="write", bearer=True),
+          Doc("webhooks", "Remove a webhook",
+              "At once: its pending deliveries are dropped with it.", rr.WebhookRemoved,
+              "Removed.", NO_WEBHOOK)),
+    Route("GET", rf"{API}/webhooks/{{id:\d{{1,18}}}}/deliveries", "webhook_deliveries",
+          r_webhooks.webhook_deliveries,
+          Policy(RESOURCES, query=rs.NoQuery, rate="get", bearer=True),
+          Doc("webhooks", "A webhook's deliveries",
+              "The latest 100, newest first, each with its attempts.", rr.DeliveryList,
+              "The deliveries.", NO_WEBHOOK)),
 ]
 
 
@@ -441,7 +475,9 @@ ROUTES: list[Route] = [
           "A task of create/mailbox/bulk. Generated passwords show as for single tasks.",
           [responses.TaskInProgress, responses.TaskCompleted], responses.FailedTask),
     _poll("get_task", "get/task", tasks.get_task, "Poll any task",
-          "Any task type, in the shape of get/mailbox/*, plus `type`.",
+          "Any task type, in the shape of get/mailbox/*, plus `type`. Every poll takes "
+          "`wait=N` (seconds, at most 60): the answer is held until the task finishes or its "
+          "`progress.done` moves, or N seconds pass.",
           [responses.TypedTaskInProgress, responses.TypedTaskCompleted],
           responses.TypedFailedTask),
 

@@ -11,6 +11,7 @@ from marshmallow import Schema
 
 from service.core.db import Database
 from service.core.settings import Settings
+from service.core.waiters import TaskWaiters
 from service.web.ratelimit import Decision, RateLimiter
 from service.web.route import Route
 from service.web.throttle import AuthThrottle, KeyUses
@@ -25,6 +26,8 @@ DB = web.AppKey("db", Database)
 READS = web.AppKey("reads", Database)
 ARQ = web.AppKey("arq", ArqRedis)
 LIMITER = web.AppKey("limiter", RateLimiter)
+# requests long-polling a task (service/core/waiters.py)
+WAITERS = web.AppKey("waiters", TaskWaiters)
 # each policy route's schema, built once from the settings (marshmallow schemas are reusable)
 SCHEMAS = web.AppKey("schemas", dict[str, Schema])
 # Idempotency-Key transactions that may run at once (service/web/idempotency.py says why)

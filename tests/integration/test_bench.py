@@ -15,10 +15,12 @@ from bench.scenarios import Row
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_SECTION = "## Fault injection\n\nWritten by someone else; kept as it is.\n"
-SCENARIOS = ("enqueue", "poll", "latency", "worker", "bulk, hashed", "bulk, pre-hashed",
+SCENARIOS = ("enqueue", "poll:", "poll, floor", "latency", "worker", "bulk, hashed",
+             "bulk, pre-hashed",
              "growth: list/mailbox", "growth: one bulk task", "lifecycle, pages",
              "lifecycle, updates", "lifecycle, bulk", "front, stall", "front, accept",
-             "front, fairness", "scaling, many domains", "scaling, one domain")
+             "front, fairness", "scaling, many domains", "scaling, one domain",
+             "longpoll, held", "longpoll, heard")
 
 
 def table(text: str) -> dict[str, list[str]]:

@@ -198,7 +198,7 @@ async def test_a_short_retry_after_is_slept_then_polling_goes_on(caplog):
     finally:
         await server.close()
     assert task["status"] == "completed" and len(asked) == 4
-    assert asked[0] == {"key": "K" * 32, "task_id": "7"}
+    assert asked[0] == {"key": "K" * 32, "task_id": "7", "wait": "30"}  # a long poll
     waits = [r.getMessage() for r in caplog.records if r.name == "mailprov.client"]
     assert waits == ["task 7: HTTP 503, polling again in 0.0 s",
                      "task 7: HTTP 429, polling again in 1.0 s"]

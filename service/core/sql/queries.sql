@@ -816,3 +816,59 @@ WHERE status = 'verified' AND deleted_at IS NULL
   AND (dns_checked_at IS NULL OR dns_checked_at < now() - make_interval(secs => $1))
 ORDER BY dns_checked_at NULLS FIRST
 LIMIT $2;
+
+-- Webhooks (worker/webhooks.py, service/web/resources/webhooks.py).
+
+-- name: create_webhook
+INSERT INTO webhooks (account_id, url, secret_sealed) VALUES ($1, $2, $3)
+RETURNING id, url, created_at;
+
+-- name: list_webhooks
+SELECT id, url, created_at FROM webhooks WHERE account_id = $1 ORDER BY id;
+
+-- name: delete_webhook
+DELETE FROM webhooks WHERE id = $2 AND account_id = $1 RETURNING id;
+
+-- name: webhook_deliveries
+-- NULL when the endpoint is not the account's; else its deliveries, newest first.
+SELECT w.id AS webhook_id,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'id', d.id, 'task_id', d.task_id, 'state', d.state,
+                    'attempts', d.attempts, 'created_at', mailprov_iso(d.created_at),
+                    'delivered_at', mailprov_iso(d.delivered_at), 'next_attempt_at',
+                    CASE WHEN d.state = 'pending' THEN mailprov_iso(d.next_attempt_at) END)
+                    ORDER BY d.id DESC)
+                 FROM (SELECT * FROM webhook_deliveries WHERE webhook_id = w.id
+                       ORDER BY id DESC LIMIT $3) AS d), '[]') AS deliveries
+FROM webhooks w WHERE w.id = $2 AND w.account_id = $1;
+
+-- name: task_deliveries
+-- The ops page: a task's deliveries, with their endpoints.
+SELECT d.id, w.url, d.state, d.attempts, d.created_at, d.delivered_at, d.next_attempt_at
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.task_id = $1 ORDER BY d.id;
+
+-- name: claim_delivery
+-- One due delivery, locked for as long as its sender's transaction lasts (SKIP LOCKED:
+-- senders never take the same one). A sender that dies mid-send (kill -9) loses its
+-- connection, so Postgres drops the lock at once and another sender takes it over.
+SELECT d.id, d.task_id, d.created_at, jsonb_array_length(d.attempts) AS tries,
+       w.url, w.secret_sealed,
+       t.id AS t_id, t.type, t.status, t.domain, t.results, t.progress_done,
+       t.progress_total, t.error, t.created_at AS t_created_at, t.started_at, t.finished_at
+FROM webhook_deliveries d
+JOIN webhooks w ON w.id = d.webhook_id
+JOIN tasks t ON t.id = d.task_id
+WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+ORDER BY d.next_attempt_at
+LIMIT 1
+FOR UPDATE OF d SKIP LOCKED;
+
+-- name: record_attempt
+-- $3: the attempt ({"at", "status", "error"}); $4: 'delivered', 'failed' or 'pending';
+-- $5: seconds until the next attempt, when pending.
+UPDATE webhook_deliveries
+SET attempts = attempts || jsonb_build_array($3::jsonb), state = $4,
+    delivered_at = CASE WHEN $4 = 'delivered' THEN now() END,
+    next_attempt_at = now() + make_interval(secs => $5)
+WHERE id = $1 AND task_id = $2;

@@ -310,7 +310,7 @@ def operation(route: Route, path: str, schemas: dict[str, marshmallow.Schema],
         ok = _optional(ok, RATE_HEADERS, "Absent on a replay (`Idempotent-Replayed: true`), "
                                          "which counts against no limit.")
     # a write of the resource API is accepted with 202, and Location says where to poll
-    ok_status = "202" if "Location" in ok_headers else "200"
+    ok_status = doc.ok_status or ("202" if "Location" in ok_headers else "200")
     result: dict[str, Any] = {
         "operationId": route.name, "tags": [doc.tag], "summary": doc.summary,
         "description": doc.description.format(**values), "parameters": parameters,

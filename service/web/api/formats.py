@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from service.core.taskview import item_results
+
 
 def day(moment: datetime) -> str:
     """`14-04-2026`: the seed's DD-MM-YYYY, in UTC."""
@@ -19,24 +21,6 @@ def domain_quota(mb: int) -> str:
 def mailbox_quota(mb: int) -> str:
     """Always in MB, as the seed shows mailbox quotas (`1024MB`)."""
     return f"{mb}MB"
-
-
-def item_results(task: Any, passwords: dict[str, str], *,
-                 selectors: bool = True) -> dict[str, Any]:
-    """A task's per-item results as both faces show them: each item's status, and for a
-    mailbox whose password was generated, `password`; with `selectors`, for a domain whose
-    DKIM key the task made, `dkim_selector` (the resource API's; the MailAPI's items keep
-    the seed's shape). `passwords` holds the generated passwords still within their TTL;
-    an expired one shows as `null`."""
-    results: dict[str, Any] = {}
-    for name, item in task["results"].items():
-        shown = {"status": item["status"]}
-        if item.get("generated"):
-            shown["password"] = passwords.get(name)
-        if selectors and "dkim_selector" in item:
-            shown["dkim_selector"] = item["dkim_selector"]
-        results[name] = shown
-    return results
 
 
 def task_body(task: Any, passwords: dict[str, str]) -> dict[str, Any]:

@@ -304,11 +304,24 @@ class ListMailboxQuery(CallerQuery):
     domain = Name(names.domain, required=True)
 
 
+# the longest a poll may wait for its task to move (long polling, service/core/waiters.py)
+WAIT_MAX_S = 60
+
+
+def wait_field() -> fields.Integer:
+    """`wait`: seconds a poll may hold until its task finishes or its progress moves."""
+    return fields.Integer(load_default=0, validate=validate.Range(0, WAIT_MAX_S), metadata={
+        "description": f"Long polling: hold the answer up to this many seconds (0 to "
+                       f"{WAIT_MAX_S}) until the task finishes or its `progress.done` "
+                       "moves; then answer as usual."})
+
+
 class TaskQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
     task_id = fields.Integer(required=True, validate=validate.Range(1, PG_BIGINT_MAX))
+    wait = wait_field()
 
 
 def domain_paths(schema: Schema) -> list[tuple[str, ...]]:

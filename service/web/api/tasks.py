@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.core.errors import BACKEND_DOWN, TaskFailed, TaskTypeMismatch
+from service.core.errors import (
+    BACKEND_DOWN,
+    InvalidApiKey,
+    TaskFailed,
+    TaskNotFound,
+    TaskTypeMismatch,
+)
 from service.core.store import Row
 from service.core.tasks import UNFINISHED, passwords_key
 from service.web.api import formats
 from service.web.call import Call
-from service.web.state import ARQ, SETTINGS
+from service.web.state import ARQ, DB, SETTINGS, WAITERS
 
 
 async def generated_passwords(call: Call, task: Row) -> dict[str, str]:
@@ -36,11 +42,30 @@ async def generated_passwords(call: Call, task: Row) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in stored.items()}
 
 
-async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
+async def waited(call: Call) -> Row:
+    """The task the route's lookup found; with `wait=N`, an unfinished one once it has
+    finished or its progress moved, or N seconds passed, read again (the key too: one
+    revoked meanwhile stops working). Waiting holds no connection and runs no query."""
     task = call.found
     assert task is not None  # the route's lookup
-    if types is not None and task["type"] not in types:
+    wait = call.data.get("wait", 0)
+    if not wait or task["status"] not in UNFINISHED:
+        return task
+    await call.app[WAITERS].wait(task["id"], task["progress_done"], wait)
+    fresh = await call.app[DB].resolve_key_with_task(key_hash=call.key_hash,
+                                                      task_id=task["id"])
+    if fresh is None:
+        raise InvalidApiKey
+    if fresh["id"] is None:
+        raise TaskNotFound
+    return fresh
+
+
+async def _task(call: Call, types: tuple[str, ...] | None) -> web.Response:
+    assert call.found is not None  # the route's lookup
+    if types is not None and call.found["type"] not in types:
         raise TaskTypeMismatch
+    task = await waited(call)
     body = formats.task_body(task, await generated_passwords(call, task))
     if types is None:
         body["type"] = task["type"]

@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 
 from service.core import logs, oversight
 from service.web.clients import client_of
-from service.web.state import ARQ, READS, REQUEST_ID, ROUTES, SETTINGS
+from service.web.state import ARQ, READS, REQUEST_ID, ROUTES, SETTINGS, WAITERS
 
 log = logging.getLogger("mailprov.web")
 
@@ -66,6 +66,8 @@ class WebMetrics:
                                    "(0 when none waits)", registry=r)
         self.workers = Gauge("mailprov_workers_alive", "Workers whose health key is fresh",
                              registry=r)
+        self.polls_waiting = Gauge("mailprov_polls_waiting",
+                                   "Polls held now by long polling (`wait=N`)", registry=r)
 
     def record(self, route: str, method: str, status: int, seconds: float,
                task: str | None) -> None:
@@ -124,5 +126,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     m.finished.labels("failed").set(now.failed_last_hour)
     m.oldest_queued.set(now.oldest_queued_age_s or 0)
     m.workers.set(len(now.workers))
+    m.polls_waiting.set(request.app[WAITERS].waiting)
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})

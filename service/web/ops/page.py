@@ -198,16 +198,29 @@ async def task_page(request: web.Request) -> web.Response:
         f"<td>{'yes' if item.get('generated') else ''}</td></tr>"
         for name, item in task["results"].items())
     retry = f"<p>{_retry_button(request, task_id)}</p>" if task["status"] == "failed" else ""
+    deliveries = "".join(
+        f"<tr><td>{d['id']}</td><td>{escape(d['url'])}</td><td>{escape(d['state'])}</td>"
+        f"<td>{len(d['attempts'])}</td><td>{escape('; '.join(_attempt(a) for a in d['attempts']))}"
+        f"</td></tr>" for d in await app[DB].task_deliveries(task_id=task_id))
     back = app.router["ops"].url_for()
     body = (
         f'<p><a href="{back}">&larr; queue</a></p><h1>Task {task_id}</h1>{retry}'
         f"<table>{rows}</table><h2>Items ({len(task['results'])})</h2>"
         + (f"<table><tr><th>item</th><th>result</th><th>password generated</th></tr>{items}"
            f"</table>" if items else "<p>No results yet.</p>")
+        + "<h2>Webhook deliveries</h2>"
+        + (f"<table><tr><th>id</th><th>endpoint</th><th>state</th><th>attempts</th>"
+           f"<th>each attempt</th></tr>{deliveries}</table>" if deliveries
+           else "<p>None.</p>")
         + "<h2>Payload</h2><p class=muted>Password hashes are hidden.</p>"
         f"<pre>{escape(json.dumps(task['payload'], indent=2, ensure_ascii=False))}</pre>")
     return _html(_page(f"mailprov task {task_id}", body,
                        refresh=task["status"] in ("queued", "processing")))
+
+
+def _attempt(attempt: dict[str, Any]) -> str:
+    """One delivery attempt, in a few words."""
+    return f"{attempt['at']} {attempt['error'] or attempt['status']}"
 
 
 async def retry(request: web.Request) -> web.Response:

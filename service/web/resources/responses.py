@@ -235,3 +235,53 @@ SCHEMAS: list[type[Schema]] = [
     AliasDomain, Task, PageMeta, PageLinks, DomainPage, MailboxPage, AliasPage,
     AliasDomainPage, TaskPage,
 ]
+
+
+class Webhook(Schema):
+    """An endpoint told of every task the account finishes."""
+
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+    created_at = _time()
+
+
+class RegisteredWebhook(Schema):
+    """A registered endpoint, with the secret its deliveries are signed with: shown now,
+    and never again."""
+
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+    secret = fields.String(required=True)
+
+
+class WebhookList(Schema):
+    webhooks = fields.List(fields.Nested(Webhook), required=True)
+
+
+class WebhookRemoved(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(["success"]))
+    msg = fields.String(required=True)
+
+
+class Attempt(Schema):
+    at = _time()
+    status = fields.Integer(required=True, allow_none=True,
+                            metadata={"description": "The endpoint's HTTP status; null when "
+                                                     "it did not answer."})
+    error = fields.String(required=True, allow_none=True)
+
+
+class Delivery(Schema):
+    id = fields.Integer(required=True)
+    task_id = fields.Integer(required=True)
+    state = fields.String(required=True,
+                          validate=validate.OneOf(["pending", "delivered", "failed"]))
+    attempts = fields.List(fields.Nested(Attempt), required=True)
+    created_at = _time()
+    delivered_at = _time(allow_none=True)
+    next_attempt_at = _time(allow_none=True)
+
+
+class DeliveryList(Schema):
+    deliveries = fields.List(fields.Nested(Delivery), required=True,
+                             metadata={"description": "The latest 100, newest first."})

@@ -37,6 +37,7 @@ from service.web.api.schemas import (
     Text,
     password_field,
     password_hash_field,
+    wait_field,
 )
 
 MAX_PAGE_SIZE = 1000
@@ -82,6 +83,16 @@ class NoQuery(Schema):
 
     class Meta:
         unknown = RAISE
+
+
+class TaskWaitQuery(NoQuery):
+    """GET /tasks/{task_id}: only `wait` (long polling)."""
+
+    wait = wait_field()
+
+
+class NewWebhook(Body):
+    url = Text(required=True, validate=validate.Length(min=1, max=2000))
 
 
 class Empty(Body):

@@ -4,17 +4,9 @@ columns, so one function shows both."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from service.web.api.formats import item_results
-
-
-def iso(moment: datetime | None) -> str | None:
-    """`2026-04-14T09:30:00Z`."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+from service.core.taskview import iso, task_view
 
 
 def _status(row: Any) -> str:
@@ -67,13 +59,4 @@ def alias_domain(row: Any) -> dict[str, Any]:
     }
 
 
-def task(row: Any, passwords: dict[str, str] | None = None) -> dict[str, Any]:
-    """A task; a generated password shows in its item while `passwords` holds it (a page
-    of tasks shows none: it reads no passwords)."""
-    return {
-        "id": row["id"], "type": row["type"], "status": row["status"], "domain": row["domain"],
-        "progress": {"done": row["progress_done"], "total": row["progress_total"]},
-        "results": item_results(row, passwords or {}), "error": row["error"],
-        "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-    }
+task = task_view

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.web.api.tasks import generated_passwords
+from service.web.api.tasks import generated_passwords, waited
 from service.web.call import Call
 from service.web.resources import shapes
 
 
 async def get_task(call: Call) -> web.Response:
-    task = call.found
-    assert task is not None  # the route's lookup
+    task = await waited(call)
     return web.json_response(shapes.task(task, await generated_passwords(call, task)))
