@@ -75,7 +75,7 @@ class TaskWaiters:
 
     async def start(self) -> None:
         """Listen (in the background, reconnecting, when Postgres is away now)."""
-        with contextlib.suppress(*BACKEND_DOWN):
+        with contextlib.suppress(*BACKEND_DOWN, asyncpg.PostgresError):
             await self._listen()
         self._keeper = asyncio.create_task(self._keep(), name="mailprov-task-waiters")
 
@@ -176,7 +176,9 @@ class TaskWaiters:
                 await self._listen()
                 pause = RECONNECT_S[0]
                 log.info("task events: listening again")
-            except BACKEND_DOWN as exc:
+            # any refusal (a database dropped or renamed, a role gone) is waited out
+            # too: this loop is all that brings held polls back, so it never ends early
+            except (*BACKEND_DOWN, asyncpg.PostgresError) as exc:
                 log.debug("task events: reconnect failed (%s)", type(exc).__name__)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECONNECT_S[1])

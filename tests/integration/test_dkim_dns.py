@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import smtplib
+import stat
 import subprocess
 import sys
 import tempfile
@@ -189,10 +190,16 @@ def _selector(message: bytes) -> str:
 @pytest.fixture
 def signer_files() -> Iterator[Path]:
     """Where `mailstack dkim` writes. OpenDKIM refuses a key with a world-writable
-    directory above it (/tmp), so these go under the checkout's ignored .mailprov/, as an
-    operator's go under /etc/opendkim."""
-    (ROOT / ".mailprov").mkdir(exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix="opendkim-test-", dir=ROOT / ".mailprov"))
+    directory above it (/tmp), as an operator's under /etc/opendkim has none: these go
+    under the checkout's ignored .mailprov/, or, for a checkout under such a directory,
+    under the home directory's cache."""
+    for base in (ROOT / ".mailprov", Path.home() / ".cache" / "mailprov-test"):
+        base.mkdir(parents=True, exist_ok=True)
+        if not any(p.stat().st_mode & stat.S_IWOTH for p in (base, *base.parents)):
+            break
+    else:
+        raise AssertionError(f"no directory without a world-writable parent: {base}")
+    out = Path(tempfile.mkdtemp(prefix="opendkim-test-", dir=base))
     yield out
     shutil.rmtree(out, ignore_errors=True)
 
