@@ -58,14 +58,6 @@ LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNo
 # the resource API's lookups: what its paths and bodies name, read with the key
 
 
-def _path_id(value: str) -> int:
-    """An id in a path (its route's pattern holds only digits)."""
-    number = int(value)
-    if not 0 < number <= s.PG_BIGINT_MAX:
-        raise ValueError("not an id")
-    return number
-
-
 async def _key_with_domain_entry(store: Store, key_hash: str, domain: str) -> Row | None:
     return await store.resolve_key_with_domain_entry(key_hash=key_hash, domain=domain)
 
@@ -116,7 +108,7 @@ def _new_mailbox(values: tuple[str, str]) -> tuple[str, str]:
 
 
 # `domain=`: the column of the found row's domain (a key limited to others does not see it)
-TASK_AT = Lookup("task_id", _path_id, _key_with_task, errors.TaskNotFound, domain="domain",
+TASK_AT = Lookup("task_id", rs.path_id, _key_with_task, errors.TaskNotFound, domain="domain",
                  in_path=True)
 DOMAIN_AT = Lookup("domain", names.domain, _key_with_domain_entry, errors.DomainNotFound,
                    domain="name", in_path=True)
@@ -124,7 +116,7 @@ DOMAIN_USAGE_AT = Lookup("domain", names.domain, _key_with_domain_usage, errors.
                          domain="name", in_path=True)
 MAILBOX_AT = Lookup("email", names.address, _key_with_mailbox, errors.MailboxNotFound,
                     domain="domain", in_path=True)
-ALIAS_AT = Lookup("id", _path_id, _key_with_alias, errors.AliasNotFound, domain="domain",
+ALIAS_AT = Lookup("id", rs.path_id, _key_with_alias, errors.AliasNotFound, domain="domain",
                   in_path=True)
 # an alias domain belongs to the key's domains through its target
 ALIAS_DOMAIN_AT = Lookup("alias_domain", names.domain, _key_with_alias_domain,

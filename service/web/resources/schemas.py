@@ -48,6 +48,15 @@ POSTMASTER = ("Where mail to postmaster@ and abuse@ of the domain goes, unless a
               "a mailbox has that name; null: the domain's first mailbox.")
 
 
+def path_id(value: str) -> int:
+    """An id in a path (its route's pattern holds only digits); ValueError when it is
+    none a row could have."""
+    number = int(value)
+    if not 0 < number <= PG_BIGINT_MAX:
+        raise ValueError("not an id")
+    return number
+
+
 class BoundedList(fields.List):
     """A list whose length is checked before its items are: a list far too long is refused
     without validating what is in it."""

@@ -9,6 +9,7 @@ from service.core import webhooks
 from service.core.errors import WebhookNotFound
 from service.core.taskview import iso
 from service.web.call import Call
+from service.web.resources.schemas import path_id
 from service.web.state import DB, SETTINGS
 
 DELIVERIES_SHOWN = 100
@@ -30,10 +31,10 @@ async def list_webhooks(call: Call) -> web.Response:
 
 
 def _webhook_id(call: Call) -> int:
-    number = int(call.request.match_info["id"])
-    if not 0 < number < 2**63:
-        raise WebhookNotFound
-    return number
+    try:
+        return path_id(call.request.match_info["id"])
+    except ValueError:
+        raise WebhookNotFound from None
 
 
 async def delete_webhook(call: Call) -> web.Response:
