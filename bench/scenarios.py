@@ -133,17 +133,26 @@ def above(value: float, ceiling: float, what: str, unit: str = "") -> list[str]:
 
 
 async def alternate(rounds: int, baseline: Callable[[], Awaitable[T]],
-                    mailprov: Callable[[], Awaitable[T]]) -> tuple[list[T], list[T]]:
-    """Run both sides `rounds` times each, in ABBA order; (baseline's, mailprov's)."""
+                    mailprov: Callable[[], Awaitable[T]],
+                    before: Callable[[], Awaitable[None]] | None = None,
+                    ) -> tuple[list[T], list[T]]:
+    """Run both sides `rounds` times each, in ABBA order; (baseline's, mailprov's).
+    `before` runs before every round of either side."""
     base: list[T] = []
     mail: list[T] = []
+
+    async def run(side: Callable[[], Awaitable[T]], into: list[T]) -> None:
+        if before is not None:
+            await before()
+        into.append(await side())
+
     for r in range(rounds):
         if r % 2 == 0:
-            base.append(await baseline())
-            mail.append(await mailprov())
+            await run(baseline, base)
+            await run(mailprov, mail)
         else:
-            mail.append(await mailprov())
-            base.append(await baseline())
+            await run(mailprov, mail)
+            await run(baseline, base)
     return base, mail
 
 
@@ -277,7 +286,7 @@ async def enqueue(ctx: Context) -> list[Row]:
                 f"http://127.0.0.1:{base_port}/enqueue", method="POST", body=body,
                 connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s))
 
-        base, mail = await alternate(sz.rounds, baseline, mailprov)
+        base, mail = await alternate(sz.rounds, baseline, mailprov, t.fresh_limits)
     finally:
         await t.stop_all()
     return [_throughput_row(
@@ -360,8 +369,8 @@ async def poll(ctx: Context) -> list[Row]:
                 floor_url, connections=sz.connections, duration=sz.run_s,
                 warmup=sz.warmup_s))
 
-        base, mail = await alternate(sz.rounds, baseline, mailprov)
-        floors, mail_f = await alternate(sz.rounds, floor, mailprov)
+        base, mail = await alternate(sz.rounds, baseline, mailprov, t.fresh_limits)
+        floors, mail_f = await alternate(sz.rounds, floor, mailprov, t.fresh_limits)
     finally:
         await t.stop_all()
     return [_throughput_row(

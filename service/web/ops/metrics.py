@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -66,14 +67,21 @@ class WebMetrics:
                                    "(0 when none waits)", registry=r)
         self.workers = Gauge("mailprov_workers_alive", "Workers whose health key is fresh",
                              registry=r)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.polls_waiting = Gauge("mailprov_polls_waiting",
                                    "Polls held now by long polling (`wait=N`)", registry=r)
 
     def record(self, route: str, method: str, status: int, seconds: float,
                task: str | None) -> None:
         """One request answered; `task`: the type of task its route records."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        # labels() costs a lock and a dict walk per call: each combination's children are
+        # looked up once
+        counted = self._children.get((route, method, status))
+        if counted is None:
+            counted = self._children[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)), self.latency.labels(route))
+        counted[0].inc()
+        counted[1].observe(seconds)
         if status in (200, 202) and task is not None:
             self.accepted.labels(task).inc()
         elif status == 429:
