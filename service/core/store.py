@@ -230,6 +230,18 @@ class Store:
                           payload: dict[str, Any], total: int) -> int:
         return await self._value("create_task", account_id, task_type, domain, payload, total)
 
+    async def create_task_as_read(self, *, key_hash: str, domain: Row, task_type: str,
+                                  payload: dict[str, Any], total: int) -> int | None:
+        """`domain`: the row resolve_key_with_domain returned; None when the key or the
+        domain has changed since."""
+        return await self._value(
+            "create_task_as_read", key_hash, domain["id"], task_type, payload, total,
+            domain["name"], domain["quota_mb"], domain["max_mailboxes"],
+            domain["default_mailbox_quota_mb"], domain["max_mailbox_quota_mb"])
+
+    async def forget_unheard_task(self, *, task_id: int) -> None:
+        await self._run("forget_unheard_task", task_id)
+
     async def lock_sub_domain_window(self, *, parent_id: int) -> None:
         await self._value("lock_sub_domain_window", parent_id)
 

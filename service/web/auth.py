@@ -82,12 +82,13 @@ async def admit_body(request: web.Request, candidates: set[str] | None) -> None:
 
 async def authenticate(request: web.Request, raw: Mapping[str, Any],
                        lookup: Lookup | None, *, bearer_only: bool = False,
-                       last: bool = True) -> Call:
+                       last: bool = True, reuse: bool = False) -> Call:
     """The call of the request's key (only its Bearer header when `bearer_only`); 401 when
     the key is not a live one, 429 when its address failed too often. With a lookup whose
     value can be read from the raw input (or the path), the key and what it names are read
     in one round trip. `last`: a 401 from here is the request's answer (it counts in the
-    metrics)."""
+    metrics). `reuse`: a recent key's reusable lookup may answer from what it found last
+    (Lookup.reusable), with no round trip at all."""
     app = request.app
     presented = presented_key(request, None if bearer_only else raw.get("key"))
     key_hash = None if presented is None else accounts.digest(presented)
@@ -106,6 +107,11 @@ async def authenticate(request: web.Request, raw: Mapping[str, Any],
     db = app[DB]
     target = None if lookup is None else lookup.raw(
         request.match_info if lookup.in_path else raw)
+    if reuse and recent and lookup is not None and lookup.reusable and target is not None:
+        reused = uses.found(key_hash, target)
+        if reused is not None:
+            logs.bind(account_id=reused["account_id"])
+            return Call(request, Grant.of(reused), key_hash, reused, target, reused=True)
     if lookup is not None and target is not None:
         found = await lookup.fetch(db, key_hash, target)
         row = found
@@ -117,6 +123,8 @@ async def authenticate(request: web.Request, raw: Mapping[str, Any],
             await throttle.failed(client)
         raise _refused(request, last)
     grant = Grant.of(row)
+    if lookup is not None and lookup.reusable and found is not None and found["id"] is not None:
+        uses.remember(key_hash, target, found)
     if not recent:
         await db.touch_key(key_id=grant.key_id)
         await throttle.trust(client, key_hash, counted)

@@ -3,6 +3,7 @@ and where its task is recorded."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 from service.core.accounts import Grant
 from service.core.queue import enqueue
 from service.core.store import Row, Store
-from service.web.state import ARQ, DB
+from service.web.state import ARQ, DB, KEY_USES, LIMITER, RATE, SETTINGS
 
 # the route a resource write's Location points at: GET /api/v1/tasks/{task_id}
 TASK_ROUTE = "task"
@@ -31,6 +32,11 @@ class Recording:
     jobs: list[tuple[int, str]] = field(default_factory=list)
 
 
+class StaleRead(Exception):
+    """What a request reused from its key's earlier read (Lookup.reusable) has changed:
+    nothing was recorded, and the request is made again the long way."""
+
+
 @dataclass
 class Call:
     request: web.Request
@@ -42,6 +48,12 @@ class Call:
     looked_up: Any = None
     data: dict[str, Any] = field(default_factory=dict)
     recording: Recording | None = None
+    # `found` is what the key's lookup found for an earlier request (Lookup.reusable):
+    # `submit` checks it again as it records the task
+    reused: bool = False
+    # the rate bucket of a write whose count waits for its task: `submit` counts it and
+    # queues the job in one script
+    pending_rate: str | None = None
 
     @property
     def app(self) -> web.Application:
@@ -57,9 +69,29 @@ class Call:
         one, so the task and its key commit together; otherwise the pool."""
         return self.recording.store if self.recording is not None else self.app[DB]
 
+    async def count(self, bucket: str | None, *, reads: bool) -> None:
+        """Count the request against its account's hourly limit of `bucket` (429 when
+        over); the decision's headers go on the response. A read, which needs only
+        Postgres, is counted by the web process itself while Redis is unreachable."""
+        if bucket is not None:
+            app = self.app
+            self.request[RATE] = await app[LIMITER].hit(
+                self.account_id, bucket, self._hourly(bucket), local_fallback=reads)
+
+    async def count_now(self) -> None:
+        """Count a write whose count waits for its task now: before a handler records
+        more than a task, which a refusal after the fact would leave behind."""
+        bucket, self.pending_rate = self.pending_rate, None
+        await self.count(bucket, reads=False)
+
+    def _hourly(self, bucket: str) -> int:
+        return int(getattr(self.app[SETTINGS], f"rate_{bucket}"))
+
     async def enqueue(self, task_id: int, task_type: str) -> None:
         """Enqueue the task's job now, or once the idempotency transaction has committed:
         a job must not look for a task row that is not visible yet."""
+        assert self.pending_rate is None, "count_now() before recording more than a task"
+        assert not self.reused, "a reused read is checked where its task is recorded (submit)"
         if self.recording is None:
             await enqueue(self.app[ARQ], task_id, task_type)
         else:
@@ -82,9 +114,32 @@ class Call:
     async def submit(self, task_type: str, domain: str, payload: dict[str, Any],
                      total: int) -> int:
         """Commit the task row, then enqueue its job: the client hears of a task only once
-        it is durable."""
-        task_id = await self.store.create_task(account_id=self.account_id,
-                                               task_type=task_type, domain=domain,
-                                               payload=payload, total=total)
-        await self.enqueue(task_id, task_type)
+        it is durable. A write whose count waited is counted in the same script as the
+        enqueue; refused (or with Redis away) its task is taken back, never having been
+        queued or heard of, and the request answers 429 (or 503)."""
+        if self.reused:
+            assert self.found is not None
+            recorded = await self.app[DB].create_task_as_read(
+                key_hash=self.key_hash, domain=self.found, task_type=task_type,
+                payload=payload, total=total)
+            if recorded is None:
+                self.app[KEY_USES].forget_found(self.key_hash, self.looked_up)
+                raise StaleRead
+            task_id = recorded
+        else:
+            task_id = await self.store.create_task(account_id=self.account_id,
+                                                   task_type=task_type, domain=domain,
+                                                   payload=payload, total=total)
+        bucket, self.pending_rate = self.pending_rate, None
+        if bucket is None:
+            await self.enqueue(task_id, task_type)
+            return task_id
+        app = self.app
+        try:
+            self.request[RATE] = await app[LIMITER].enqueue(
+                app[ARQ], self.account_id, bucket, self._hourly(bucket), task_id, task_type)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.store.forget_unheard_task(task_id=task_id)
+            raise
         return task_id

@@ -13,9 +13,9 @@ from service.web import idempotency
 from service.web.api.schemas import load, values_at
 from service.web.auth import MAX_CANDIDATES, admit_body, authenticate
 from service.web.body import key_candidates, parse, raw_body
-from service.web.call import Call
+from service.web.call import Call, StaleRead
 from service.web.route import Route
-from service.web.state import DB, DOMAIN_PATHS, LIMITER, RATE, SCHEMAS, SETTINGS
+from service.web.state import DB, DOMAIN_PATHS, SCHEMAS
 
 
 def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -36,15 +36,29 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
                 await admit_body(request, set() if policy.bearer
                                  else key_candidates(body, MAX_CANDIDATES))
                 raw = parse(body)
-        call = await authenticate(request, raw, policy.lookup, bearer_only=policy.bearer)
-        if route.writes and call.key.read_only:
-            raise ReadOnlyKey
-        if policy.idempotent and idempotency.HEADER in request.headers:
-            return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
-        return await _proceed(route, call, raw)
+        idempotent = policy.idempotent and idempotency.HEADER in request.headers
+        # a task-recording write may build on its key's last read (Lookup.reusable)
+        reuse = policy.task is not None and not idempotent
+        call = await authenticate(request, raw, policy.lookup, bearer_only=policy.bearer,
+                                  reuse=reuse)
+        try:
+            return await _admitted(route, call, raw, idempotent)
+        except StaleRead:
+            # the key or what it read has changed since: the long way, read afresh
+            call = await authenticate(request, raw, policy.lookup, bearer_only=policy.bearer)
+            return await _admitted(route, call, raw, idempotent)
 
     handle.__name__ = route.name
     return handle
+
+
+async def _admitted(route: Route, call: Call, raw: Mapping[str, Any],
+                    idempotent: bool) -> web.StreamResponse:
+    if route.writes and call.key.read_only:
+        raise ReadOnlyKey
+    if idempotent:
+        return await idempotency.run(call, raw, lambda: _proceed(route, call, raw))
+    return await _proceed(route, call, raw)
 
 
 async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.StreamResponse:
@@ -56,7 +70,7 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
         raise UnauthorizedCaller
     # a read counts against its limit whatever it finds; a write only once it is accepted
     if not route.writes:
-        await _count(call, policy.rate, reads=True)
+        await call.count(policy.rate, reads=True)
     key = call.key
     lookup = policy.lookup
     if lookup is not None:
@@ -78,16 +92,9 @@ async def _proceed(route: Route, call: Call, raw: Mapping[str, Any]) -> web.Stre
         assert call.found is not None
         policy.check(data, call.found)
     if route.writes:
-        await _count(call, policy.rate, reads=False)
+        if policy.task is not None and call.recording is None:
+            # counted with its job's enqueue, one round trip for both (Call.submit)
+            call.pending_rate = policy.rate
+        else:
+            await call.count(policy.rate, reads=False)
     return await route.handler(call)
-
-
-async def _count(call: Call, bucket: str | None, *, reads: bool) -> None:
-    """Count the request against its account's hourly limit of `bucket` (429 when over);
-    the decision's headers go on the response. A read, which needs only Postgres, is
-    counted by the web process itself while Redis is unreachable."""
-    if bucket is not None:
-        app = call.app
-        hourly = getattr(app[SETTINGS], f"rate_{bucket}")
-        call.request[RATE] = await app[LIMITER].hit(call.account_id, bucket, hourly,
-                                                    local_fallback=reads)

@@ -16,9 +16,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from service.core import ratelog
 from service.core.errors import BACKEND_DOWN, RateLimited, SubDomainRateLimited
+from service.core.queue import enqueue_counted
 
 log = logging.getLogger("mailprov.web")
 
@@ -29,25 +32,8 @@ RETRY_REDIS_S = 1.0
 # buckets the local limiter keeps before it drops the full ones
 LOCAL_BUCKETS_MAX = 10_000
 
-# A sliding log: one sorted-set member per admitted request, scored by its time.
-# Refused requests are not logged, so a client that backs off gets in again.
-SLIDING_LOG = """
-local key, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local n = redis.call('ZCARD', key)
-local allowed = 0
-if n < limit then
-    redis.call('ZADD', key, now, ARGV[3])
-    redis.call('PEXPIRE', key, window)
-    n = n + 1
-    allowed = 1
-end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local reset = now + window
-if oldest[2] then reset = tonumber(oldest[2]) + window end
-return {allowed, limit - n, reset, now}
+SLIDING_LOG = ratelog.COUNT + """
+return count(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 """
 
 # One slot per window, taken only by a request that goes on to succeed (see `release`).
@@ -135,7 +121,7 @@ class RateLimiter:
         process's own limiter instead of failing the request."""
         if local_fallback and time.monotonic() < self._redis_retry_at:
             return _allowed(self.local.hit(account_id, bucket, limit))
-        key = f"{self.prefix}rl:{bucket}:{account_id}"
+        key = self._key(bucket, account_id)
         try:
             allowed, remaining, reset, now = await self._sliding(
                 keys=[key], args=[HOUR_MS, limit, secrets.token_hex(8)]
@@ -152,6 +138,18 @@ class RateLimiter:
             log.warning("Redis is back: reads are rate-limited in Redis again")
             self._redis_retry_at = 0.0
         return _allowed(Decision(bool(allowed), limit, int(remaining), int(reset), int(now)))
+
+    async def enqueue(self, arq: ArqRedis, account_id: int, bucket: str, limit: int,
+                      task_id: int, task_type: str) -> Decision:
+        """Count an accepted write of `bucket` and queue its task's job, in one script;
+        RateLimited when over, and then nothing is queued."""
+        allowed, remaining, reset, now = await enqueue_counted(
+            arq, task_id, task_type, self._key(bucket, account_id), HOUR_MS, limit,
+            secrets.token_hex(8))
+        return _allowed(Decision(allowed, limit, remaining, reset, now))
+
+    def _key(self, bucket: str, account_id: int) -> str:
+        return f"{self.prefix}rl:{bucket}:{account_id}"
 
     async def once(self, account_id: int, scope: str, window_s: int) -> Decision:
         """Take the one slot per window of `scope`; raise SubDomainRateLimited if taken."""

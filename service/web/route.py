@@ -48,7 +48,12 @@ class Lookup:
     key is live) with the thing's, whose `id` is NULL when it is not the account's.
     `domain` is the column of the thing's domain name: a key limited to other domains
     does not see it. Either way, and for a path that names nothing, `missing` is raised,
-    so "not yours" reads exactly like "not there"."""
+    so "not yours" reads exactly like "not there".
+
+    `reusable`: its fetch is resolve_key_with_domain, and what it found may serve the
+    same key's next task-recording write within a minute without a read: the task's
+    insert checks the key and the domain again in the same statement (Call.submit), and
+    the request is made again the long way when either has changed."""
 
     field: str | tuple[str, ...]
     normalise: Callable[[Any], Any]
@@ -56,6 +61,7 @@ class Lookup:
     missing: type[ApiError]
     domain: str
     in_path: bool = False
+    reusable: bool = False
 
     def raw(self, values: Mapping[str, Any]) -> Any:
         """The value from the request as sent, normalised; None when it is missing, not

@@ -48,7 +48,8 @@ async def _key_with_domain(store: Store, key_hash: str, domain: str) -> Row | No
 
 
 TASK = Lookup("task_id", _task_id, _key_with_task, errors.TaskNotFound, domain="domain")
-DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound, domain="name")
+DOMAIN = Lookup("Domain", names.domain, _key_with_domain, errors.DomainNotFound, domain="name",
+                reusable=True)
 PARENT = Lookup("Domain", names.domain, _key_with_domain, errors.ParentDomainNotFound,
                 domain="name")
 LISTED_DOMAIN = Lookup("domain", names.domain, _key_with_domain, errors.DomainNotFound,

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 from service.core.errors import BACKEND_DOWN, RateLimited
+from service.core.store import Row
 from service.web.ratelimit import Decision
 
 log = logging.getLogger("mailprov.web")
@@ -56,25 +59,56 @@ RECENT_S = 60.0
 # keys remembered at most; past it, the ones not seen within RECENT_S are forgotten
 REMEMBERED = 10_000
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 
 class KeyUses:
-    """The keys this process saw work, and when (by their hash)."""
+    """The keys this process saw work, and when (by their hash); and, for a recent key,
+    what its reusable lookups found (Lookup.reusable), for the key's next write to build
+    on and check again as it records its task."""
 
     def __init__(self) -> None:
         self._seen: dict[str, float] = {}
+        self._found: dict[tuple[str, Any], tuple[float, Row]] = {}
 
     def recent(self, key_hash: str) -> bool:
         seen = self._seen.get(key_hash)
         return seen is not None and time.monotonic() - seen < RECENT_S
 
     def mark(self, key_hash: str) -> None:
-        now = time.monotonic()
-        if len(self._seen) >= REMEMBERED:
-            self._seen = {k: t for k, t in self._seen.items() if now - t < RECENT_S}
-        self._seen[key_hash] = now
+        self._seen = _remember(self._seen, key_hash, time.monotonic(), lambda t: t)
 
     def forget(self, key_hash: str) -> None:
         self._seen.pop(key_hash, None)
+
+    def found(self, key_hash: str, value: Any) -> Row | None:
+        """What the key's lookup of `value` found within the last RECENT_S, while the key
+        is recent; None otherwise."""
+        entry = self._found.get((key_hash, value))
+        if (entry is None or time.monotonic() - entry[0] >= RECENT_S
+                or not self.recent(key_hash)):
+            return None
+        return entry[1]
+
+    def remember(self, key_hash: str, value: Any, row: Row) -> None:
+        now = time.monotonic()
+        self._found = _remember(self._found, (key_hash, value), (now, row), lambda e: e[0])
+
+    def forget_found(self, key_hash: str, value: Any) -> None:
+        self._found.pop((key_hash, value), None)
+
+
+def _remember(entries: dict[K, V], key: K, value: V, when: Callable[[V], float]) -> dict[K, V]:
+    """`entries` with `key` set, at most REMEMBERED of them: past it, those older than
+    RECENT_S go (all of them, if every one is newer)."""
+    if len(entries) >= REMEMBERED:
+        now = time.monotonic()
+        entries = {k: v for k, v in entries.items() if now - when(v) < RECENT_S}
+        if len(entries) >= REMEMBERED:
+            entries = {}
+    entries[key] = value
+    return entries
 
 
 class AuthThrottled(RateLimited):

@@ -67,3 +67,41 @@ async def test_reads_are_limited_by_the_web_process_while_redis_is_down(make, se
         r = await client.post(url(client, "create_domain"),
                               json={"Domain": "d.example", "key": key})
         assert r.status == 503
+
+
+async def test_a_refused_write_leaves_no_task_and_queues_no_job(make, settings, db, redis,
+                                                                 own_redis):
+    """A mailbox's task is recorded before its count (counted with its job's enqueue, in
+    one script): a refused request's task is taken back, and only the accepted are queued."""
+    _, key = await make.account()
+    await make.domain(key, "limits.example")
+    before = await db.pool.fetchval("SELECT count(*) FROM tasks")
+    tight = settings.replace(rate_create_mailbox_single=4)
+    async with TestClient(TestServer(create_app(tight))) as client:
+        responses = await asyncio.gather(*(
+            client.post(url(client, "create_mailbox_single"), json={
+                "Email_fullname": f"m{n}", "single_bulk": "single",
+                "Domain": "limits.example", "Params": {}, "key": key})
+            for n in range(12)))
+        accepted = [(await r.json())["task_id"] for r in responses if r.status == 200]
+        statuses = sorted(r.status for r in responses)
+    assert statuses == [200] * 4 + [429] * 8
+    tasks = await db.pool.fetch("SELECT id FROM tasks ORDER BY id OFFSET $1", before)
+    assert sorted(t["id"] for t in tasks) == sorted(accepted)
+    queued = await redis.zrange(settings.queue_name, 0, -1)
+    assert sorted(int(j) for j in queued) == sorted(accepted)
+
+    # Redis lost between the key's check (a key seen working a moment ago is not checked
+    # again in Redis) and the job's enqueue: 503, and no task stays behind
+    await own_redis.start()
+    async with TestClient(TestServer(create_app(settings.replace(
+            redis_url=own_redis.url)))) as client:
+        body = {"Email_fullname": "late", "single_bulk": "single",
+                "Domain": "limits.example", "Params": {}, "key": key}
+        r = await client.post(url(client, "create_mailbox_single"), json=body)
+        assert r.status == 200
+        own_redis.stop()
+        r = await client.post(url(client, "create_mailbox_single"),
+                              json={**body, "Email_fullname": "later"})
+        assert r.status == 503
+    assert await db.pool.fetchval("SELECT count(*) FROM tasks") == before + 5

@@ -37,6 +37,26 @@ INSERT INTO tasks (account_id, type, domain, payload, progress_total)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
+-- name: create_task_as_read
+-- The task of a request built from the domain as resolve_key_with_domain read it for an
+-- earlier request of the same key (the web process keeps that read for a minute): one
+-- round trip records it and checks that the key is still live and the domain still reads
+-- the same ($6...: the values the request was built and checked with). No row: either has
+-- changed, and the request is made again the long way.
+INSERT INTO tasks (account_id, type, domain, payload, progress_total)
+SELECT k.account_id, $3, d.name, $4, $5
+FROM live_keys k
+JOIN domains d ON d.id = $2 AND d.account_id = k.account_id AND d.deleted_at IS NULL
+WHERE k.key_hash = $1
+  AND (d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
+       d.max_mailbox_quota_mb) = ($6, $7, $8, $9, $10)
+RETURNING id;
+
+-- name: forget_unheard_task
+-- A task whose request was refused after it was recorded (its rate limit, or Redis away
+-- when its job was to be queued): nobody heard of it and nothing queued it.
+DELETE FROM tasks WHERE id = $1 AND status = 'queued';
+
 -- name: lock_sub_domain_window
 -- Requests for sub-domains of one parent take turns until their transaction ends, so
 -- create_sub_domain_task, run next, sees every task an earlier one recorded.

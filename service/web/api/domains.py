@@ -40,6 +40,7 @@ async def create_domain(call: Call) -> web.Response:
     # the domain row (pending, 409 if taken) and its task, in one statement
     # the MailAPI has no per-mailbox maximum of its own: its mailboxes may each take up
     # to the domain's total, as they always could
+    await call.count_now()  # the row this records is more than a task
     task_id = await call.store.create_domain_task(
         account_id=call.account_id, domain=domain, quota_mb=params["quota_mb"],
         max_mailboxes=params["max_mailboxes"],
@@ -60,6 +61,7 @@ async def create_sub_domains(call: Call) -> web.Response:
         except ValueError as exc:
             raise Invalid(f"Params.sub_domains: {exc}",
                           {"Params.sub_domains": [str(exc)]}) from None
+    await call.count_now()  # the rows this records are more than a task
     limiter = call.app[LIMITER]
     # success-only: the slot is taken last, and handed back if recording the task fails
     decision = await limiter.once(call.account_id, f"sub_domain:{parent['id']}",

@@ -49,6 +49,7 @@ def check_create(data: dict[str, Any], domain: Row) -> None:
 
 async def create_alias(call: Call) -> web.Response:
     domain, data = _found(call), call.data
+    await call.count_now()  # the row this records is more than a task
     recorded = await call.store.create_alias_task(
         account_id=call.account_id, domain=domain["name"],
         payload={"domain_id": domain["id"], "address": data["address"],

@@ -30,6 +30,7 @@ def _columns(data: dict[str, Any]) -> dict[str, Any]:
 async def create_domain(call: Call) -> web.Response:
     data = call.data
     # the domain row (pending; 409 if the name is hosted) and its task, in one statement
+    await call.count_now()  # the row this records is more than a task
     task_id = await call.store.create_domain_task(
         account_id=call.account_id, domain=data["domain"], quota_mb=data["quota"],
         max_mailboxes=data["mailboxes"], default_mailbox_quota_mb=data["defquota"],
