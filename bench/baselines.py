@@ -3,6 +3,7 @@
     python -m bench.baselines enqueue-app   # POST /enqueue: arq enqueue_job and nothing else
     python -m bench.baselines json-app      # GET /json: a fixed JSON body ($BENCH_JSON_BODY)
     python -m bench.baselines poll-floor-app  # GET /poll: a poll's round trips, nothing else
+    python -m bench.baselines hold-app      # GET /hold: held until POST /release, nothing else
     python -m bench.baselines noop-worker   # an arq worker running a no-op job
     python -m bench.baselines hash --count N            # argon2id hashes/s over all cores
     python -m bench.baselines copy --domain-id D ...    # asyncpg COPY of mailbox rows
@@ -132,6 +133,40 @@ def poll_floor_app(settings: Settings) -> web.Application:
     return app
 
 
+RELEASED = web.AppKey("released", asyncio.Event)
+HELD = web.AppKey("held", list)
+
+
+def hold_app() -> web.Application:
+    """A bare aiohttp app whose GET /hold waits until POST /release (GET /held: how many
+    wait): what aiohttp itself costs per held request, the floor of a long poll's
+    memory."""
+
+    async def ctx(app: web.Application) -> Any:
+        app[RELEASED] = asyncio.Event()
+        app[HELD] = [0]
+        yield
+
+    async def hold(request: web.Request) -> web.Response:
+        request.app[HELD][0] += 1
+        await request.app[RELEASED].wait()
+        return web.json_response({"status": "released"})
+
+    async def held(request: web.Request) -> web.Response:
+        return web.json_response({"held": request.app[HELD][0]})
+
+    async def release(request: web.Request) -> web.Response:
+        request.app[RELEASED].set()
+        return web.json_response({"status": "released"})
+
+    app = web.Application()
+    app.cleanup_ctx.append(ctx)
+    app.router.add_get("/hold", hold)
+    app.router.add_get("/held", held)
+    app.router.add_post("/release", release)
+    return app
+
+
 async def noop(ctx: dict[str, Any], enqueued_at: float) -> None:
     """Record when it ran; nothing else."""
     await ctx["redis"].rpush(DONE_KEY, f"{enqueued_at} {time.time()}")
@@ -202,6 +237,7 @@ def main() -> None:
     sub.add_parser("enqueue-app")
     sub.add_parser("json-app")
     sub.add_parser("poll-floor-app")
+    sub.add_parser("hold-app")
     sub.add_parser("noop-worker")
     hashing = sub.add_parser("hash")
     hashing.add_argument("--count", type=int, required=True)
@@ -213,9 +249,10 @@ def main() -> None:
     copy.add_argument("--seed", type=int, required=True)
     args = p.parse_args()
     settings = Settings.from_env()
-    if args.kind in ("enqueue-app", "json-app", "poll-floor-app"):
+    if args.kind in ("enqueue-app", "json-app", "poll-floor-app", "hold-app"):
         app = (enqueue_app(settings) if args.kind == "enqueue-app"
                else poll_floor_app(settings) if args.kind == "poll-floor-app"
+               else hold_app() if args.kind == "hold-app"
                else json_app(os.environ["BENCH_JSON_BODY"]))
         web.run_app(app, host="127.0.0.1", port=settings.port, access_log=None, print=None)
     elif args.kind == "noop-worker":

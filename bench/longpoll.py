@@ -3,7 +3,9 @@
 - waiting: `waiters` get/task polls with `wait=60` held at once by one web process. While
   they wait, the process must stay idle (its CPU over a window no more than 2 % of a core
   above the same window with nothing waiting) and hold less than 50 MB more resident
-  memory than before they came. Beside it: the same process idle.
+  memory than before they came. Beside it: the same process idle, and the floor, a bare
+  aiohttp handler holding as many requests on an event (bench/baselines.py hold-app):
+  what aiohttp itself keeps per held request and connection.
 - finish → heard: tasks finished one at a time (an UPDATE to `completed`, committed, as
   the worker's last chunk does; the `tasks_notify` trigger announces it) while all the
   polls wait; from just before each UPDATE to its poll's answer arriving, p99 under 50 ms.
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
 from bench.load import percentile
 from bench.scenarios import Context, Row, above, database, ms
-from bench.servers import Target, cpu_seconds
+from bench.servers import Target, cpu_seconds, free_port
 
 CPU_LIMIT_PCT = 2.0
 MEMORY_LIMIT_MB = 50.0
@@ -69,9 +72,20 @@ async def longpoll(ctx: Context) -> list[Row]:
             idle_rss = rss(web.pid)
             idle_cpu = await _cpu_pct(web.pid, window)
 
-            connector = aiohttp.TCPConnector(limit=0)
-            timeout = aiohttp.ClientTimeout(total=WAIT_S + 60)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            floor_port = free_port()
+            floor = await t.start_baseline("hold-app", port=floor_port)
+            floor_url = f"http://127.0.0.1:{floor_port}"
+            floor_idle = rss(floor.pid)
+            async with _clients() as session:
+                held = await _arrive(session, [f"{floor_url}/hold"] * waiters,
+                                     lambda: _floor_held(ctx, floor_url), waiters)
+                floor_rss = rss(floor.pid)
+                async with ctx.session.post(f"{floor_url}/release") as r:
+                    await r.read()
+                await asyncio.wait_for(asyncio.gather(*held), 120)
+            await floor.stop()
+
+            async with _clients() as session:
 
                 async def poll(task_id: int) -> None:
                     url = t.api(f"get/task?key={t.key}&task_id={task_id}&wait={WAIT_S}")
@@ -80,19 +94,8 @@ async def longpoll(ctx: Context) -> list[Row]:
                         heard[task_id] = time.time()
                         statuses.append(r.status)
 
-                # arriving 100 at a time, each batch held before the next: 5,000 clients
-                # do not all connect in the same millisecond, and a burst that does costs
-                # memory of its own (a Redis connection per request in flight), which is
-                # not what this measures
-                polls: list[asyncio.Task[None]] = []
-                for start in range(0, waiters, ARRIVING):
-                    polls += [asyncio.create_task(poll(i)) for i in ids[start:start + ARRIVING]]
-                    await asyncio.sleep(0.05)
-                while True:
-                    if await _held(ctx, t) >= waiters:
-                        break
-                    await asyncio.sleep(0.2)
-                await asyncio.sleep(0.5)  # the burst of arrivals settled
+                polls = await _arrive(session, [poll(i) for i in ids],
+                                      lambda: _held(ctx, t), waiters)
                 waiting_rss = rss(web.pid)
                 waiting_cpu = await _cpu_pct(web.pid, window)
 
@@ -118,6 +121,7 @@ async def longpoll(ctx: Context) -> list[Row]:
     latencies = [(heard[i] - started[i]) * 1000 for i in started]
     floors = [(bare[i] - started[i]) * 1000 for i in started if i in bare]
     extra_mb = (waiting_rss - idle_rss) / 2**20
+    floor_mb = (floor_rss - floor_idle) / 2**20
     extra_cpu = waiting_cpu - idle_cpu
     misses = (above(extra_cpu, CPU_LIMIT_PCT, "CPU over idle", " %")
               + above(extra_mb, MEMORY_LIMIT_MB, "extra memory", " MB"))
@@ -130,8 +134,9 @@ async def longpoll(ctx: Context) -> list[Row]:
             figure=f"CPU {waiting_cpu:.1f} % of a core, RSS {waiting_rss / 2**20:.0f} MB "
                    f"(+{extra_mb:.1f} MB)",
             baseline=f"the same process idle: CPU {idle_cpu:.1f} %, RSS "
-                     f"{idle_rss / 2**20:.0f} MB",
-            ratio=waiting_rss / idle_rss,
+                     f"{idle_rss / 2**20:.0f} MB; the floor, a bare aiohttp handler holding "
+                     f"{waiters:,} requests: +{floor_mb:.1f} MB",
+            ratio=extra_mb / floor_mb if floor_mb > 0 else None,
             target=f"CPU ≤ idle + {CPU_LIMIT_PCT:g} %, < +{MEMORY_LIMIT_MB:g} MB",
             misses=misses),
         Row("longpoll", f"longpoll, heard: task finished → its held poll answered, "
@@ -142,6 +147,41 @@ async def longpoll(ctx: Context) -> list[Row]:
             target=f"p99 < {HEARD_LIMIT_MS:g} ms",
             misses=above(p99, HEARD_LIMIT_MS, "p99", " ms")),
     ]
+
+
+def _clients() -> aiohttp.ClientSession:
+    """A session with a connection per request and time for the longest wait."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                 timeout=aiohttp.ClientTimeout(total=WAIT_S + 60))
+
+
+async def _arrive(session: aiohttp.ClientSession, requests: list[Any],
+                  held: Callable[[], Awaitable[int]], count: int) -> list[asyncio.Task[Any]]:
+    """Send `requests` (URLs to GET, or coroutines) ARRIVING at a time and return once the
+    server says `count` are held. 5,000 clients do not all connect in the same
+    millisecond, and a burst that does costs memory of its own (a Redis connection per
+    request in flight), which is not what this measures."""
+
+    async def get(url: str) -> None:
+        async with session.get(url) as r:
+            await r.read()
+
+    tasks: list[asyncio.Task[Any]] = []
+    for start in range(0, len(requests), ARRIVING):
+        tasks += [asyncio.create_task(get(r) if isinstance(r, str) else r)
+                  for r in requests[start:start + ARRIVING]]
+        await asyncio.sleep(0.05)
+    while True:  # the server is another process: asked, not awaited
+        if await held() >= count:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # the burst of arrivals settled
+    return tasks
+
+
+async def _floor_held(ctx: Context, url: str) -> int:
+    async with ctx.session.get(f"{url}/held") as r:
+        return int((await r.json())["held"])
 
 
 async def _held(ctx: Context, t: Target) -> int:
