@@ -30,7 +30,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_format)
+    try:
+        configure_logging(settings.log_format, settings.log_level)
+    except ValueError as exc:  # a setting named, as a bad number is (Settings.from_env)
+        raise SystemExit(f"setting {exc}") from None
     try:
         args.run(args, settings)
     except CommandError as exc:

@@ -162,14 +162,18 @@ class TextLines(logging.Formatter):
 def handler(log_format: str = "json", stream: IO[str] | None = None) -> logging.Handler:
     """A handler writing lines in `log_format` ("json" or "text") to `stream` (stderr)."""
     if log_format not in ("json", "text"):
-        raise ValueError(f"log format {log_format!r} is not json or text")
+        raise ValueError(f"MAILPROV_LOG_FORMAT={log_format!r} is not json or text")
     out = logging.StreamHandler(stream or sys.stderr)
     out.setFormatter(JsonLines() if log_format == "json" else TextLines())
     return out
 
 
-def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
-    """Send every logger's lines to stderr in `log_format`; for the processes' entry point.
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
+    """Send every logger's lines of `level` and above to stderr in `log_format`; for the
+    processes' entry point.
 
     Like `logging.basicConfig`, it leaves logging alone where something configured it
     already (a test run calling `main()`, a program embedding mailprov), but the
@@ -178,6 +182,8 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         library = logging.getLogger(name)
         if not any(isinstance(f, Redacting) for f in library.filters):
             library.addFilter(Redacting())
+    if level not in LEVELS:
+        raise ValueError(f"MAILPROV_LOG_LEVEL={level!r} is not one of {', '.join(LEVELS)}")
     root = logging.getLogger()
     if root.handlers:
         return

@@ -143,6 +143,9 @@ class Settings:
     ops_token: str = ""
     # "json": one JSON object per line; "text": for a person at a terminal
     log_format: str = "json"
+    # DEBUG also logs each successful read (a poll, a list) and probe; INFO logs writes,
+    # failures and everything else
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -22,6 +21,7 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from service.web.middleware import new_request_id
 from service.web.route import MAILAPI
 
 log = logging.getLogger("mailprov.web")
@@ -45,7 +45,7 @@ class _Protocol(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         if status >= 500:
             log.error("unhandled error in the HTTP server (request %s)", request_id,
                       exc_info=exc)

@@ -19,11 +19,14 @@ from prometheus_client.exposition import generate_latest
 
 from service.core import logs, oversight
 from service.web.clients import client_of
+from service.web.route import READS as READ_METHODS
 from service.web.state import ARQ, READS, REQUEST_ID, ROUTES, SETTINGS, WAITERS
 
 log = logging.getLogger("mailprov.web")
 
-# probes and scrapes come every few seconds: their lines are DEBUG unless they fail
+# probes and scrapes come every few seconds, and a fleet of clients polls all day: their
+# lines are DEBUG unless they fail (/metrics counts and times every request either way).
+# A write is always a line.
 QUIET_ROUTES = {"healthz", "readyz", "metrics"}
 # what a client that went away before its answer gets, in nginx's words
 CLIENT_CLOSED = 499
@@ -114,7 +117,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             policy = getattr(request.app[ROUTES].get(route), "policy", None)
             request.app[METRICS].record(route, request.method, status, elapsed,
                                         getattr(policy, "task", None))
-            quiet = route in QUIET_ROUTES and status < 400
+            quiet = status < 400 and (route in QUIET_ROUTES or request.method in READ_METHODS)
             log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s", request.method,
                     route, status, extra={"method": request.method, "route": route,
                                           "status": status, "client": client_of(request),
