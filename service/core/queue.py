@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
 import redis.exceptions
@@ -27,67 +28,79 @@ from service.core.tasks import job_name
 log = logging.getLogger("mailprov.queue")
 
 
-# KEYS: the job's key, its result's key, the queue[, a rate-limit log]; ARGV: the job's
-# expiry (ms), the job, its score (ms), its id[, the log's window (ms), the limit, a
-# member]. The job is written unless it or its result exists. With a log, the request is
-# counted first, and a refused one writes nothing. -> {queued (1/0), allowed, remaining,
-# reset ms, now ms} (the last three 0 without a log)
+# Jobs written as arq writes them, each unless it or its result exists; a job with a
+# rate-limit log is counted first, and written only if allowed. KEYS: the queue, then per
+# job its key, its result's key and its log (its own key again when it has none); ARGV:
+# the jobs' expiry (ms), the logs' window (ms), then per job the job, its score (ms), its
+# id, the limit (-1: not counted) and a log member. -> per job {allowed (1/0), remaining,
+# reset ms, now ms} (1, 0, 0, 0 when not counted). In order, so that each count sees the
+# ones before it.
 ENQUEUE = ratelog.COUNT + """
-local decision = {1, 0, 0, 0}
-if #KEYS == 4 then
-    decision = count(KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7])
-    if decision[1] == 0 then return {0, 0, decision[2], decision[3], decision[4]} end
+local out = {}
+for i = 0, (#KEYS - 1) / 3 - 1 do
+    local job_key, result_key, log = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+    local a = 3 + 5 * i
+    local limit = tonumber(ARGV[a + 3])
+    local decision = {1, 0, 0, 0}
+    if limit >= 0 then
+        decision = count(log, tonumber(ARGV[2]), limit, ARGV[a + 4])
+    end
+    if decision[1] == 1 and redis.call('EXISTS', job_key, result_key) == 0 then
+        redis.call('PSETEX', job_key, ARGV[1], ARGV[a])
+        redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a + 2])
+    end
+    for _, x in ipairs(decision) do out[#out + 1] = x end
 end
-local queued = 0
-if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
-    redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-    redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-    queued = 1
-end
-return {queued, decision[1], decision[2], decision[3], decision[4]}
+return out
 """
 
 _scripts: WeakKeyDictionary[ArqRedis, AsyncScript] = WeakKeyDictionary()
 
 
-async def _enqueue(arq: ArqRedis, task_id: int, task_type: str,
-                   rate: tuple[str, int, int, str] | None) -> list[int]:
+@dataclass(frozen=True)
+class Job:
+    """A task's job to queue; with `rate`, counted first in that rate-limit log:
+    (key, window ms, limit, a member unique to the request)."""
+
+    task_id: int
+    task_type: str
+    rate: tuple[str, int, int, str] | None = None
+
+
+# (allowed, remaining, reset ms, now ms)
+Counted = tuple[bool, int, int, int]
+
+
+async def enqueue_all(arq: ArqRedis, jobs: Sequence[Job]) -> list[Counted]:
+    """Count and queue `jobs` in one script (see ENQUEUE). Redis' errors propagate."""
     script = _scripts.get(arq)
     if script is None:
         script = _scripts[arq] = arq.register_script(ENQUEUE)
-    job_id = str(task_id)
     now = timestamp_ms()
-    job = serialize_job(job_name(task_type), (task_id,), {}, None, now,
-                        serializer=arq.job_serializer)
-    keys = [job_key_prefix + job_id, result_key_prefix + job_id, arq.default_queue_name]
-    args: list[str | int | bytes] = [arq.expires_extra_ms, job, now, job_id]
-    if rate is not None:
-        key, window_ms, limit, member = rate
-        keys.append(key)
-        args += [window_ms, limit, member]
-    return [int(x) for x in await script(keys=keys, args=args)]
+    window = next((job.rate[1] for job in jobs if job.rate is not None), 0)
+    keys: list[str] = [arq.default_queue_name]
+    args: list[str | int | bytes] = [arq.expires_extra_ms, window]
+    for job in jobs:
+        job_id = str(job.task_id)
+        key, _, limit, member = job.rate or (job_key_prefix + job_id, window, -1, "")
+        assert job.rate is None or job.rate[1] == window, "one window per script"
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id, key]
+        args += [serialize_job(job_name(job.task_type), (job.task_id,), {}, None, now,
+                               serializer=arq.job_serializer), now, job_id, limit, member]
+    out = [int(x) for x in await script(keys=keys, args=args)]
+    return [(bool(out[i]), out[i + 1], out[i + 2], out[i + 3]) for i in range(0, len(out), 4)]
 
 
 async def enqueue(arq: ArqRedis, task_id: int, task_type: str) -> bool:
     """Queue the task's job. False when Redis is unreachable: the task is recorded all the
     same, and the worker's sweeper enqueues it once Redis is back."""
     try:
-        await _enqueue(arq, task_id, task_type, None)
+        await enqueue_all(arq, [Job(task_id, task_type)])
     except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.warning("task %s recorded but not enqueued (%s); the sweeper will retry",
                     task_id, type(exc).__name__)
         return False
     return True
-
-
-async def enqueue_counted(arq: ArqRedis, task_id: int, task_type: str, rate_key: str,
-                          window_ms: int, limit: int, member: str) -> tuple[bool, int, int, int]:
-    """Count a request in the rate-limit log `rate_key` and, when it is allowed, queue
-    its task's job: one round trip. (allowed, remaining, reset ms, now ms); a refused
-    request queues nothing. Redis' errors propagate: the caller has not answered yet."""
-    _, allowed, remaining, reset, now = await _enqueue(
-        arq, task_id, task_type, (rate_key, window_ms, limit, member))
-    return bool(allowed), remaining, reset, now
 
 
 # For each job: drop arq's in-progress mark (only one set at least ARGV[2] ms ago, when that

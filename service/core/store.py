@@ -230,17 +230,22 @@ class Store:
                           payload: dict[str, Any], total: int) -> int:
         return await self._value("create_task", account_id, task_type, domain, payload, total)
 
-    async def create_task_as_read(self, *, key_hash: str, domain: Row, task_type: str,
-                                  payload: dict[str, Any], total: int) -> int | None:
-        """`domain`: the row resolve_key_with_domain returned; None when the key or the
-        domain has changed since."""
-        return await self._value(
-            "create_task_as_read", key_hash, domain["id"], task_type, payload, total,
-            domain["name"], domain["quota_mb"], domain["max_mailboxes"],
-            domain["default_mailbox_quota_mb"], domain["max_mailbox_quota_mb"])
+    async def create_tasks_as_read(self, *, key_hashes: Sequence[str],
+                                   domains: Sequence[Row], task_types: Sequence[str],
+                                   payloads: Sequence[dict[str, Any]],
+                                   totals: Sequence[int]) -> dict[int, int]:
+        """`domains`: the rows resolve_key_with_domain returned. {position from 0: new
+        task id} of the tasks recorded; the others' key or domain has changed since."""
+        rows = await self._rows(
+            "create_tasks_as_read", list(key_hashes), [d["id"] for d in domains],
+            list(task_types), list(payloads), list(totals), [d["name"] for d in domains],
+            [d["quota_mb"] for d in domains], [d["max_mailboxes"] for d in domains],
+            [d["default_mailbox_quota_mb"] for d in domains],
+            [d["max_mailbox_quota_mb"] for d in domains])
+        return {row["pos"] - 1: row["id"] for row in rows}
 
-    async def forget_unheard_task(self, *, task_id: int) -> None:
-        await self._run("forget_unheard_task", task_id)
+    async def forget_unheard_tasks(self, *, task_ids: Sequence[int]) -> None:
+        await self._run("forget_unheard_tasks", list(task_ids))
 
     async def lock_sub_domain_window(self, *, parent_id: int) -> None:
         await self._value("lock_sub_domain_window", parent_id)

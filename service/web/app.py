@@ -15,6 +15,7 @@ from service.core.errors import BACKEND_DOWN
 from service.core.redisconn import arq_redis, follow_master
 from service.core.settings import Settings
 from service.core.waiters import TaskWaiters
+from service.web.accepts import Accepts
 from service.web.api.apidoc import DOCUMENT
 from service.web.api.schemas import Limits, domain_paths
 from service.web.clients import trusted_networks
@@ -25,6 +26,7 @@ from service.web.ratelimit import RateLimiter
 from service.web.routes import ROUTES
 from service.web.server import hide_banner
 from service.web.state import (
+    ACCEPTS,
     ARQ,
     DB,
     DOMAIN_PATHS,
@@ -85,6 +87,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                     type(exc).__name__)
     app[ARQ] = arq
     app[LIMITER] = RateLimiter(arq, settings.redis_prefix)
+    app[ACCEPTS] = Accepts(app[DB], arq)
     app[THROTTLE] = AuthThrottle(arq, settings.redis_prefix, settings.auth_failures_per_minute)
     following = asyncio.create_task(follow_master(arq), name="follow-master")
     yield

@@ -3,7 +3,6 @@ and where its task is recorded."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +11,8 @@ from aiohttp import web
 from service.core.accounts import Grant
 from service.core.queue import enqueue
 from service.core.store import Row, Store
-from service.web.state import ARQ, DB, KEY_USES, LIMITER, RATE, SETTINGS
+from service.web.accepts import AsRead, StaleRead
+from service.web.state import ACCEPTS, ARQ, DB, KEY_USES, LIMITER, RATE, SETTINGS
 
 # the route a resource write's Location points at: GET /api/v1/tasks/{task_id}
 TASK_ROUTE = "task"
@@ -30,11 +30,6 @@ class Recording:
 
     store: Store
     jobs: list[tuple[int, str]] = field(default_factory=list)
-
-
-class StaleRead(Exception):
-    """What a request reused from its key's earlier read (Lookup.reusable) has changed:
-    nothing was recorded, and the request is made again the long way."""
 
 
 @dataclass
@@ -92,6 +87,9 @@ class Call:
         a job must not look for a task row that is not visible yet."""
         assert self.pending_rate is None, "count_now() before recording more than a task"
         assert not self.reused, "a reused read is checked where its task is recorded (submit)"
+        await self._queue(task_id, task_type)
+
+    async def _queue(self, task_id: int, task_type: str) -> None:
         if self.recording is None:
             await enqueue(self.app[ARQ], task_id, task_type)
         else:
@@ -116,30 +114,27 @@ class Call:
         """Commit the task row, then enqueue its job: the client hears of a task only once
         it is durable. A write whose count waited is counted in the same script as the
         enqueue; refused (or with Redis away) its task is taken back, never having been
-        queued or heard of, and the request answers 429 (or 503)."""
+        queued or heard of, and the request answers 429 (or 503). Requests recording
+        together share their round trips (service/web/accepts.py)."""
+        bucket, self.pending_rate = self.pending_rate, None
+        accepts = self.app[ACCEPTS]
         if self.reused:
             assert self.found is not None
-            recorded = await self.app[DB].create_task_as_read(
-                key_hash=self.key_hash, domain=self.found, task_type=task_type,
-                payload=payload, total=total)
-            if recorded is None:
+            try:
+                task_id = await accepts.record(AsRead(self.key_hash, self.found, task_type,
+                                                      payload, total))
+            except StaleRead:
                 self.app[KEY_USES].forget_found(self.key_hash, self.looked_up)
-                raise StaleRead
-            task_id = recorded
+                raise
         else:
             task_id = await self.store.create_task(account_id=self.account_id,
                                                    task_type=task_type, domain=domain,
                                                    payload=payload, total=total)
-        bucket, self.pending_rate = self.pending_rate, None
         if bucket is None:
-            await self.enqueue(task_id, task_type)
+            await self._queue(task_id, task_type)
             return task_id
-        app = self.app
-        try:
-            self.request[RATE] = await app[LIMITER].enqueue(
-                app[ARQ], self.account_id, bucket, self._hourly(bucket), task_id, task_type)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.store.forget_unheard_task(task_id=task_id)
-            raise
+        limiter, limit = self.app[LIMITER], self._hourly(bucket)
+        counted = await accepts.queue(limiter.job(self.account_id, bucket, limit, task_id,
+                                                  task_type))
+        self.request[RATE] = limiter.decision(counted, limit)
         return task_id

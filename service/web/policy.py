@@ -10,10 +10,11 @@ from aiohttp import web
 
 from service.core.errors import DomainNotFound, ReadOnlyKey, UnauthorizedCaller
 from service.web import idempotency
+from service.web.accepts import StaleRead
 from service.web.api.schemas import load, values_at
 from service.web.auth import MAX_CANDIDATES, admit_body, authenticate
 from service.web.body import key_candidates, parse, raw_body
-from service.web.call import Call, StaleRead
+from service.web.call import Call
 from service.web.route import Route
 from service.web.state import DB, DOMAIN_PATHS, SCHEMAS
 

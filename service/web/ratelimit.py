@@ -16,12 +16,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from service.core import ratelog
 from service.core.errors import BACKEND_DOWN, RateLimited, SubDomainRateLimited
-from service.core.queue import enqueue_counted
+from service.core.queue import Counted, Job
 
 log = logging.getLogger("mailprov.web")
 
@@ -139,13 +138,17 @@ class RateLimiter:
             self._redis_retry_at = 0.0
         return _allowed(Decision(bool(allowed), limit, int(remaining), int(reset), int(now)))
 
-    async def enqueue(self, arq: ArqRedis, account_id: int, bucket: str, limit: int,
-                      task_id: int, task_type: str) -> Decision:
-        """Count an accepted write of `bucket` and queue its task's job, in one script;
-        RateLimited when over, and then nothing is queued."""
-        allowed, remaining, reset, now = await enqueue_counted(
-            arq, task_id, task_type, self._key(bucket, account_id), HOUR_MS, limit,
-            secrets.token_hex(8))
+    def job(self, account_id: int, bucket: str, limit: int, task_id: int,
+            task_type: str) -> Job:
+        """The job of an accepted write of `bucket`, counted as it is queued (the
+        queue's script runs the same sliding log)."""
+        return Job(task_id, task_type,
+                   (self._key(bucket, account_id), HOUR_MS, limit, secrets.token_hex(8)))
+
+    @staticmethod
+    def decision(counted: Counted, limit: int) -> Decision:
+        """The decision of a job's count; RateLimited, with its headers, when refused."""
+        allowed, remaining, reset, now = counted
         return _allowed(Decision(allowed, limit, remaining, reset, now))
 
     def _key(self, bucket: str, account_id: int) -> str:

@@ -12,6 +12,7 @@ from marshmallow import Schema
 from service.core.db import Database
 from service.core.settings import Settings
 from service.core.waiters import TaskWaiters
+from service.web.accepts import Accepts
 from service.web.ratelimit import Decision, RateLimiter
 from service.web.route import Route
 from service.web.throttle import AuthThrottle, KeyUses
@@ -26,6 +27,8 @@ DB = web.AppKey("db", Database)
 READS = web.AppKey("reads", Database)
 ARQ = web.AppKey("arq", ArqRedis)
 LIMITER = web.AppKey("limiter", RateLimiter)
+# task-recording writes gathered per turn of the event loop (service/web/accepts.py)
+ACCEPTS = web.AppKey("accepts", Accepts)
 # requests long-polling a task (service/core/waiters.py)
 WAITERS = web.AppKey("waiters", TaskWaiters)
 # each policy route's schema, built once from the settings (marshmallow schemas are reusable)

@@ -51,3 +51,44 @@ async def test_a_revoked_key_stops_working_at_once(make, db):
     status, body = await create(make, key, "b")
     assert status == 401 and body["status"] == "error"
     assert await db.pool.fetchval("SELECT count(*) FROM tasks") == before
+
+
+async def test_requests_recording_together_each_get_their_own_task(make, db, redis, settings):
+    """Creates arriving together share one insert and one enqueue (service/web/
+    accepts.py): each still gets its own task, built from its own body, and a stale one
+    among them (a key revoked meanwhile) is refused alone."""
+    import asyncio
+
+    _, key_a = await make.account("a")
+    _, key_b = await make.account("b")
+    await make.domain(key_a, "reuse.example")
+    await make.domain(key_b, "other.example")
+    assert (await create(make, key_a, "first"))[0] == 200
+    r = await make.post("create_mailbox_single", {
+        "Email_fullname": "first", "single_bulk": "single", "Domain": "other.example",
+        "Params": {}}, key_b)
+    assert r.status == 200
+    await accounts.revoke_key(db, key_b)
+
+    async def b(n):
+        r = await make.post("create_mailbox_single", {
+            "Email_fullname": f"b{n}", "single_bulk": "single", "Domain": "other.example",
+            "Params": {}}, key_b)
+        return r.status, await r.json()
+
+    answers = await asyncio.gather(*(create(make, key_a, f"a{n}") for n in range(20)),
+                                   *(b(n) for n in range(5)))
+    a_answers, b_answers = answers[:20], answers[20:]
+    assert all(status == 401 for status, _ in b_answers)
+    assert all(status == 200 for status, _ in a_answers)
+    ids = [body["task_id"] for _, body in a_answers]
+    assert len(set(ids)) == 20
+    rows = await db.pool.fetch("SELECT id, payload FROM tasks WHERE id = ANY($1::bigint[])",
+                               ids)
+    made = {row["id"]: row["payload"]["items"][0]["local_part"] for row in rows}
+    assert made == {task_id: f"a{n}" for n, task_id in enumerate(ids)}
+    queued = {int(j) for j in await redis.zrange(settings.queue_name, 0, -1)}
+    assert set(ids) <= queued
+    assert not await db.pool.fetchval(
+        "SELECT count(*) FROM tasks WHERE domain = 'other.example' AND type = "
+        "'mailbox_single' AND payload->'items'->0->>'local_part' LIKE 'b%'")

@@ -37,25 +37,37 @@ INSERT INTO tasks (account_id, type, domain, payload, progress_total)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id;
 
--- name: create_task_as_read
--- The task of a request built from the domain as resolve_key_with_domain read it for an
--- earlier request of the same key (the web process keeps that read for a minute): one
--- round trip records it and checks that the key is still live and the domain still reads
--- the same ($6...: the values the request was built and checked with). No row: either has
--- changed, and the request is made again the long way.
-INSERT INTO tasks (account_id, type, domain, payload, progress_total)
-SELECT k.account_id, $3, d.name, $4, $5
-FROM live_keys k
-JOIN domains d ON d.id = $2 AND d.account_id = k.account_id AND d.deleted_at IS NULL
-WHERE k.key_hash = $1
-  AND (d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
-       d.max_mailbox_quota_mb) = ($6, $7, $8, $9, $10)
-RETURNING id;
+-- name: create_tasks_as_read
+-- The tasks of requests built from the domain as resolve_key_with_domain read it for an
+-- earlier request of the same key (the web process keeps that read for a minute), one
+-- per array element: those arriving together are recorded in one round trip
+-- (service/web/accepts.py). A task is inserted only if its key is still live and its
+-- domain still reads the same ($6...: the values the request was built and checked
+-- with). Returns the position (from 1) and id of each task recorded; a request missing
+-- from the answer had a stale read, and is made again the long way.
+WITH wanted AS MATERIALIZED (
+    SELECT r.pos, nextval(pg_get_serial_sequence('tasks', 'id')) AS id, k.account_id,
+           r.type, d.name, r.payload, r.total
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[], $5::int[], $6::text[],
+                $7::int[], $8::int[], $9::int[], $10::int[])
+         WITH ORDINALITY AS r(key_hash, domain_id, type, payload, total, name, quota_mb,
+                              max_mailboxes, default_quota_mb, max_quota_mb, pos)
+    JOIN live_keys k ON k.key_hash = r.key_hash
+    JOIN domains d ON d.id = r.domain_id AND d.account_id = k.account_id
+                  AND d.deleted_at IS NULL
+    WHERE (d.name, d.quota_mb, d.max_mailboxes, d.default_mailbox_quota_mb,
+           d.max_mailbox_quota_mb)
+          = (r.name, r.quota_mb, r.max_mailboxes, r.default_quota_mb, r.max_quota_mb)
+), made AS (
+    INSERT INTO tasks (id, account_id, type, domain, payload, progress_total)
+    SELECT id, account_id, type, name, payload, total FROM wanted
+)
+SELECT pos, id FROM wanted;
 
--- name: forget_unheard_task
--- A task whose request was refused after it was recorded (its rate limit, or Redis away
--- when its job was to be queued): nobody heard of it and nothing queued it.
-DELETE FROM tasks WHERE id = $1 AND status = 'queued';
+-- name: forget_unheard_tasks
+-- Tasks whose requests were refused after they were recorded (their rate limit, or Redis
+-- away when their jobs were to be queued): nobody heard of them and nothing queued them.
+DELETE FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'queued';
 
 -- name: lock_sub_domain_window
 -- Requests for sub-domains of one parent take turns until their transaction ends, so
