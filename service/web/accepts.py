@@ -37,11 +37,15 @@ class StaleRead(Exception):
 
 
 class Gathered(Generic[T, R]):
-    """Calls made within one turn of the event loop, run as one: `run` takes their
-    arguments in order and returns a result, or an exception to raise, for each."""
+    """Calls run together: `run` takes their arguments in order and returns a result, or
+    an exception to raise, for each. A call starts a run at the end of the loop's turn;
+    while `in_flight` runs are under way, calls wait for one to end and go together in
+    the next (group commit: the busier, the bigger each run, never more runs at once)."""
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]):
+    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]],
+                 in_flight: int = 2) -> None:
         self._run = run
+        self._in_flight = in_flight
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._running: set[asyncio.Task[None]] = set()
 
@@ -49,15 +53,21 @@ class Gathered(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((arg, future))
-        if len(self._waiting) == 1:
+        if len(self._waiting) == 1 and len(self._running) < self._in_flight:
             loop.call_soon(self._start)
         return await future
 
     def _start(self) -> None:
+        if not self._waiting or len(self._running) >= self._in_flight:
+            return  # taken by a run that started meanwhile, or one will when it ends
         batch, self._waiting = self._waiting, []
         task = asyncio.create_task(self._finish(batch))
         self._running.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._start()  # what gathered meanwhile
 
     async def _finish(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         results: Sequence[R | BaseException]
