@@ -1,5 +1,5 @@
-"""`python -m bench SCENARIO [--quick] [--out FILE]`: all, enqueue, poll, latency, worker, bulk,
-growth, lifecycle, front, longpoll, mailstack or scaling.
+"""`python -m bench SCENARIO... [--quick] [--out FILE]`: all, or any of enqueue, poll, latency,
+worker, bulk, growth, lifecycle, front, longpoll, mailstack and scaling, in one run.
 
 Starts its own Postgres and Redis (embedded, on free loopback ports, in a temporary
 directory), runs mailprov's web and worker as separate processes against them, measures
@@ -80,13 +80,13 @@ async def run(names: list[str], quick: bool, out: Path, profile_dir: Path | None
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=["all", *ALL])
+    p.add_argument("scenario", nargs="+", choices=["all", *ALL])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="record py-spy profiles of web and worker into DIR")
     args = p.parse_args()
-    names = list(ALL) if args.scenario == "all" else [args.scenario]
+    names = list(ALL) if "all" in args.scenario else list(dict.fromkeys(args.scenario))
     command = "python -m bench " + " ".join(sys.argv[1:])
     raise SystemExit(asyncio.run(run(names, args.quick, args.out, args.profile, command)))
 
