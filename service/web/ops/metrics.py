@@ -118,11 +118,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             request.app[METRICS].record(route, request.method, status, elapsed,
                                         getattr(policy, "task", None))
             quiet = status < 400 and (route in QUIET_ROUTES or request.method in READ_METHODS)
-            log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s", request.method,
-                    route, status, extra={"method": request.method, "route": route,
-                                          "status": status, "client": client_of(request),
-                                          "duration_ms": round(elapsed * 1000, 1),
-                                          "request_id": request.get(REQUEST_ID)})
+            level = logging.DEBUG if quiet else logging.INFO
+            if log.isEnabledFor(level):  # a poll's line is usually not written: not made
+                log.log(level, "%s %s %s", request.method, route, status, extra={
+                    "method": request.method, "route": route, "status": status,
+                    "client": client_of(request), "duration_ms": round(elapsed * 1000, 1),
+                    "request_id": request.get(REQUEST_ID)})
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
