@@ -8,6 +8,8 @@ process (`--nonblocking`), so the process under test runs unchanged, but it need
 its own: figures of a profiled run are not for the record.
 
     python -m bench.profile DIR/enqueue-web.txt    # print the summary of a recorded profile
+    python -m bench.profile --compare DIR/poll-web.txt DIR/poll-floor.txt
+        # CPU per request, by function, of two profiles side by side (from their answers)
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-SAMPLE_RATE = 200
+SAMPLE_RATE = 500
+# what a process runs its event loop under (the same for any request): not compared
+ROOTS = re.compile(r"\((<frozen runpy>|cli/__main__\.py|cli/main\.py|cli/admin\.py|"
+                   r"uvloop/__init__\.py|asyncio/runners\.py|bench/baselines\.py|"
+                   r"aiohttp/web\.py|asyncio/base_events\.py)\)$")
 # py-spy's raw frame: "function (path/to/file.py:123)"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -47,9 +53,9 @@ def _short(frame: str) -> str:
     return f"{match['function']} ({path})"
 
 
-def summarise(raw: Path, top: int = 25) -> str:
-    """Where the samples fell: the functions most often on top of the stack (self) and
-    anywhere on it (total), as shares of all samples."""
+def _counts(raw: Path) -> tuple[Counter[str], Counter[str], int]:
+    """Samples per function on top of the stack (self) and anywhere on it (total), and
+    all samples."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -63,6 +69,33 @@ def summarise(raw: Path, top: int = 25) -> str:
         own[frames[-1]] += count
         for name in set(frames):
             total[name] += count
+    return own, total, samples
+
+
+def compare(a: Path, b: Path, top: int = 30) -> str:
+    """Where `a` spends more CPU per request than `b`: microseconds per answer, by
+    function (anywhere on the stack), from each profile's samples and the answers noted
+    beside it (bench/scenarios.py `profiled`)."""
+    per: list[dict[str, float]] = []
+    heads = []
+    for raw in (a, b):
+        _, total, samples = _counts(raw)
+        answers = int(raw.with_suffix(".answers").read_text())
+        us = 1e6 / SAMPLE_RATE / answers
+        per.append({name: n * us for name, n in total.items() if not ROOTS.search(name)})
+        heads.append(f"{raw.stem}: {samples * us:.0f} us sampled a request "
+                     f"({answers:,} answers)")
+    names = sorted(set(per[0]) | set(per[1]), key=lambda n: per[1].get(n, 0) - per[0].get(n, 0))
+    lines = [*heads, "", f"{a.stem:>12} {b.stem:>12}   diff  function (us a request)"]
+    lines += [f"{per[0].get(n, 0):12.1f} {per[1].get(n, 0):12.1f} "
+              f"{per[0].get(n, 0) - per[1].get(n, 0):6.1f}  {n}" for n in names[:top]]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(raw: Path, top: int = 25) -> str:
+    """Where the samples fell: the functions most often on top of the stack (self) and
+    anywhere on it (total), as shares of all samples."""
+    own, total, samples = _counts(raw)
     if not samples:
         return f"{raw.name}: no samples (the process was idle)\n"
     lines = [f"{raw.name}: {samples} samples at {SAMPLE_RATE}/s "
@@ -104,5 +137,8 @@ async def recording(out_dir: Path | None, name: str, pid: int,
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        print(summarise(Path(arg)))
+    if sys.argv[1:2] == ["--compare"] and len(sys.argv) == 4:
+        print(compare(Path(sys.argv[2]), Path(sys.argv[3])))
+    else:
+        for arg in sys.argv[1:]:
+            print(summarise(Path(arg)))

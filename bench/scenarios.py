@@ -115,6 +115,8 @@ class Context:
     sizes: Sizes
     session: aiohttp.ClientSession
     profile_dir: Path | None = None
+    # the names profiled so far (each is profiled in its first round only)
+    profiled: set[str] = field(default_factory=set)
 
 
 def below(value: float, floor: float, what: str) -> list[str]:
@@ -154,6 +156,20 @@ async def alternate(rounds: int, baseline: Callable[[], Awaitable[T]],
             await run(mailprov, mail)
             await run(baseline, base)
     return base, mail
+
+
+async def profiled(ctx: Context, name: str, app: Proc,
+                   load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """`costed`; under --profile, the first round of `name` is recorded with py-spy and
+    its answers noted beside the profile, so that two profiles compare per request
+    (`python -m bench.profile --compare`)."""
+    out = ctx.profile_dir if name not in ctx.profiled else None
+    ctx.profiled.add(name)
+    async with recording(out, name, app.pid):
+        result = await costed(ctx, app, load)
+    if out is not None:
+        await asyncio.to_thread((out / f"{name}.answers").write_text, str(result["answers"]))
+    return result
 
 
 async def costed(ctx: Context, app: Proc, load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -270,19 +286,15 @@ async def enqueue(ctx: Context) -> list[Row]:
         await create_domain(ctx.session, t, "enqueue.bench.test")
         body = single_body(t, "enqueue.bench.test", password_hash())
         starts = itertools.count(0, 10**6)
-        first = True
 
         async def mailprov() -> dict[str, Any]:
-            nonlocal first
-            async with recording(ctx.profile_dir if first else None, "enqueue-web", web.pid):
-                first = False
-                return await costed(ctx, web, drive(
-                    t.api("create/mailbox/single"), method="POST", body=body,
-                    connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s,
-                    start=next(starts)))
+            return await profiled(ctx, "enqueue-web", web, drive(
+                t.api("create/mailbox/single"), method="POST", body=body,
+                connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s,
+                start=next(starts)))
 
         async def baseline() -> dict[str, Any]:
-            return await costed(ctx, app, drive(
+            return await profiled(ctx, "enqueue-baseline", app, drive(
                 f"http://127.0.0.1:{base_port}/enqueue", method="POST", body=body,
                 connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s))
 
@@ -350,14 +362,10 @@ async def poll(ctx: Context) -> list[Row]:
         floor_port = free_port()
         floor_app = await t.start_baseline("poll-floor-app", port=floor_port)
         floor_url = f"http://127.0.0.1:{floor_port}/poll?key={t.key}&task_id={task_id}"
-        first = True
 
         async def mailprov() -> dict[str, Any]:
-            nonlocal first
-            async with recording(ctx.profile_dir if first else None, "poll-web", web.pid):
-                first = False
-                return await costed(ctx, web, drive(
-                    url, connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s))
+            return await profiled(ctx, "poll-web", web, drive(
+                url, connections=sz.connections, duration=sz.run_s, warmup=sz.warmup_s))
 
         async def baseline() -> dict[str, Any]:
             return await costed(ctx, app, drive(
@@ -365,7 +373,7 @@ async def poll(ctx: Context) -> list[Row]:
                 duration=sz.run_s, warmup=sz.warmup_s))
 
         async def floor() -> dict[str, Any]:
-            return await costed(ctx, floor_app, drive(
+            return await profiled(ctx, "poll-floor", floor_app, drive(
                 floor_url, connections=sz.connections, duration=sz.run_s,
                 warmup=sz.warmup_s))
 
