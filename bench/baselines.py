@@ -3,6 +3,7 @@
     python -m bench.baselines enqueue-app   # POST /enqueue: arq enqueue_job and nothing else
     python -m bench.baselines json-app      # GET /json: a fixed JSON body ($BENCH_JSON_BODY)
     python -m bench.baselines poll-floor-app  # GET /poll: a poll's round trips, nothing else
+    python -m bench.baselines accept-floor-app  # POST /accept: an accept's round trips only
     python -m bench.baselines hold-app      # GET /hold: held until POST /release, nothing else
     python -m bench.baselines noop-worker   # an arq worker running a no-op job
     python -m bench.baselines hash --count N            # argon2id hashes/s over all cores
@@ -37,8 +38,9 @@ from redis.asyncio import Redis
 from service.core.accounts import digest
 from service.core.db import Database
 from service.core.passwords import Hasher, hash_password
-from service.core.redisconn import redis_settings
+from service.core.redisconn import arq_redis, redis_settings
 from service.core.settings import Settings
+from service.web.accepts import Accepts, AsRead
 from service.web.api.formats import task_body
 from service.web.ratelimit import RateLimiter
 
@@ -167,6 +169,50 @@ def hold_app() -> web.Application:
     return app
 
 
+ACCEPT_FLOOR = web.AppKey("accept_floor", dict)
+
+
+def accept_floor_app(settings: Settings) -> web.Application:
+    """The accept's floor: a bare handler making create/mailbox/single's round trips as
+    mailprov makes them in the common case (service/web/accepts.py: the task's insert,
+    checked against the domain as read once for the key, and the counted enqueue, each
+    shared with the requests arriving together) and answering the same document, with
+    none of mailprov's policy, validation, sealing, middleware, logging or metrics."""
+
+    async def ctx(app: web.Application) -> Any:
+        db = await Database.connect(settings.database_url, max_size=settings.db_pool_max)
+        arq = arq_redis(settings.redis_url, connect_timeout=2)
+        arq.default_queue_name = settings.queue_name
+        app[ACCEPT_FLOOR] = {"db": db, "accepts": Accepts(db, arq), "read": {},
+                             "limiter": RateLimiter(arq, settings.redis_prefix)}
+        yield
+        await arq.aclose()
+        await db.close()
+
+    async def accept(request: web.Request) -> web.Response:
+        floor = request.app[ACCEPT_FLOOR]
+        body = await request.json()
+        key_hash = digest(body["key"])
+        domain = floor["read"].get((key_hash, body["Domain"]))
+        if domain is None:
+            domain = floor["read"][(key_hash, body["Domain"])] = (
+                await floor["db"].resolve_key_with_domain(key_hash=key_hash,
+                                                          domain=body["Domain"]))
+        item = {"local_part": body["Email_fullname"], "password_hash":
+                body["Params"]["password_hash"], "quota_mb": domain["default_mailbox_quota_mb"]}
+        task_id = await floor["accepts"].record(AsRead(
+            key_hash, domain, "mailbox_single", {"domain_id": domain["id"], "items": [item]}, 1))
+        limit = settings.rate_create_mailbox_single
+        await floor["accepts"].queue(floor["limiter"].job(
+            domain["account_id"], "create_mailbox_single", limit, task_id, "mailbox_single"))
+        return web.json_response({"status": "success", "task_id": task_id})
+
+    app = web.Application()
+    app.cleanup_ctx.append(ctx)
+    app.router.add_post("/accept", accept)
+    return app
+
+
 async def noop(ctx: dict[str, Any], enqueued_at: float) -> None:
     """Record when it ran; nothing else."""
     await ctx["redis"].rpush(DONE_KEY, f"{enqueued_at} {time.time()}")
@@ -237,6 +283,7 @@ def main() -> None:
     sub.add_parser("enqueue-app")
     sub.add_parser("json-app")
     sub.add_parser("poll-floor-app")
+    sub.add_parser("accept-floor-app")
     sub.add_parser("hold-app")
     sub.add_parser("noop-worker")
     hashing = sub.add_parser("hash")
@@ -249,9 +296,11 @@ def main() -> None:
     copy.add_argument("--seed", type=int, required=True)
     args = p.parse_args()
     settings = Settings.from_env()
-    if args.kind in ("enqueue-app", "json-app", "poll-floor-app", "hold-app"):
+    if args.kind in ("enqueue-app", "json-app", "poll-floor-app", "accept-floor-app",
+                     "hold-app"):
         app = (enqueue_app(settings) if args.kind == "enqueue-app"
                else poll_floor_app(settings) if args.kind == "poll-floor-app"
+               else accept_floor_app(settings) if args.kind == "accept-floor-app"
                else hold_app() if args.kind == "hold-app"
                else json_app(os.environ["BENCH_JSON_BODY"]))
         web.run_app(app, host="127.0.0.1", port=settings.port, access_log=None, print=None)

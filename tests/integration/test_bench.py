@@ -15,8 +15,8 @@ from bench.scenarios import Row
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_SECTION = "## Fault injection\n\nWritten by someone else; kept as it is.\n"
-SCENARIOS = ("enqueue", "poll:", "poll, floor", "latency", "worker", "bulk, hashed",
-             "bulk, pre-hashed",
+SCENARIOS = ("enqueue:", "enqueue, floor", "poll:", "poll, floor", "latency", "worker",
+             "bulk, hashed", "bulk, pre-hashed",
              "growth: list/mailbox", "growth: one bulk task", "lifecycle, pages",
              "lifecycle, updates", "lifecycle, bulk", "front, stall", "front, accept",
              "front, fairness", "scaling, many domains", "scaling, one domain",
