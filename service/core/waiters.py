@@ -44,6 +44,11 @@ def moved(status: str, done: int, seen_done: int) -> bool:
     return status not in UNFINISHED or done > seen_done
 
 
+def _terminate(connecting: asyncio.Future[asyncpg.Connection]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().terminate()
+
+
 class TaskWaiters:
     """The web process's one subscription to task changes, fanned out to waiting
     requests."""
@@ -151,7 +156,14 @@ class TaskWaiters:
         self._recent.clear()
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=5)
+        connecting = asyncio.ensure_future(asyncpg.connect(self._dsn, timeout=5))
+        try:
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # a shutdown while connecting: the connection being made is closed once made,
+            # not left open for the garbage collector to find
+            connecting.add_done_callback(_terminate)
+            raise
         try:
             conn.add_termination_listener(self._on_lost)
             await conn.add_listener(CHANNEL, self._on_notify)
@@ -168,8 +180,13 @@ class TaskWaiters:
         while True:
             if self.listening:
                 await self._lost.wait()
+            if self._released:
+                # shutting down (not listening for that reason): close() closes what is
+                # left, where reconnecting would open connection after connection
+                return
             if self._conn is not None:
                 log.warning("task events: the listening connection to Postgres is lost")
+                self._conn.terminate()  # lost already: nothing of it is left open
                 self._conn = None
             self._wake_all()
             try:

@@ -161,3 +161,24 @@ async def test_held_polls_answer_at_once_when_the_web_stops(settings, make):
         await app.shutdown()  # what a SIGTERM's graceful stop runs first
         task = await held
     assert task["status"] == "queued"
+
+
+async def test_a_released_subscription_stops_instead_of_reconnecting(settings):
+    """A shutdown (release) while the listening connection is lost: the keeper ends, where
+    it used to open connection after connection and drop each unclosed."""
+    from service.core.waiters import TaskWaiters
+    from tests.integration.harness import until
+
+    waiters = TaskWaiters(settings.database_url)
+    await waiters.start()
+    try:
+        waiters.release()
+        assert waiters._conn is not None and waiters._keeper is not None
+        await waiters._conn.close()  # Postgres restarting as the web stops
+
+        async def ended() -> bool:
+            return waiters._keeper is not None and waiters._keeper.done()
+
+        await until(ended, "the keeper ends once released", within_s=5)
+    finally:
+        await waiters.close()
