@@ -97,18 +97,28 @@ def redis_settings(url: str, **changes: Any) -> RedisSettings:
     return dataclasses.replace(base, **changes)
 
 
+# A command is sent again, once, on a fresh connection when its own was closed under it:
+# uvloop raises RuntimeError ("the handler is closed") for a write to a closed transport,
+# which a failover's disconnect of the old master's connections leaves in the pool. (The
+# write failed, so the command was not sent.) redis-py adds its connection errors and
+# timeouts to the same single retry.
+RETRY_ON: list[type[Exception]] = [RuntimeError]
+
+
 def arq_redis(url: str, *, connect_timeout: float) -> ArqRedis:
     """A client that connects on demand (no ping here: the caller decides what a down
     Redis means), with a short connect timeout to a server or a sentinel."""
     target = sentinel_target(url)
     if target is None:
-        return ArqRedis.from_url(url, socket_connect_timeout=connect_timeout)
+        return ArqRedis.from_url(url, socket_connect_timeout=connect_timeout,
+                                 retry_on_error=RETRY_ON)
     sentinel = Sentinel(target.sentinels, ssl=target.ssl,
                         sentinel_kwargs={"socket_connect_timeout": connect_timeout,
                                          "socket_timeout": connect_timeout},
                         socket_connect_timeout=connect_timeout)
     return sentinel.master_for(target.service, redis_class=ArqRedis, db=target.db,
-                               username=target.username, password=target.password)
+                               username=target.username, password=target.password,
+                               retry_on_error=RETRY_ON)
 
 
 async def follow_master(client: Redis, every_s: float = 1.0) -> None:
