@@ -34,7 +34,7 @@ from typing import Any
 
 from service.core import presence
 from service.core.errors import BACKEND_DOWN
-from service.core.queue import enqueue, release
+from service.core.queue import enqueue_tasks, release
 from service.core.settings import IDEMPOTENCY_TTL_S
 from worker import kicks
 from worker.context import JobContext, context
@@ -71,9 +71,8 @@ async def sweep(ctx: dict[str, Any]) -> int:
     await release(job.redis, settings.queue_name, [t["id"] for t in stale],
                   marked_for_s=settings.sweep_queued_after_s,
                   mark_life_s=settings.worker_job_timeout_s + 10)
-    requeued = 0
-    for task in stale:
-        requeued += await enqueue(job.redis, task["id"], task["type"])
+    enqueued = await enqueue_tasks(job.redis, [(t["id"], t["type"]) for t in stale])
+    requeued = len(stale) if enqueued else 0
     if stale:
         log.info("sweeper: %s stale tasks, %s enqueued again", len(stale), requeued)
     await job.db.delete_expired_idempotency_keys(ttl_s=IDEMPOTENCY_TTL_S, limit=BATCH)
@@ -92,8 +91,8 @@ async def _free_stopped_workers_tasks(job: JobContext) -> int:
     async with job.db.transaction() as store:
         freed = await store.free_tasks(worker_ids=stopped)
         await release(job.redis, job.settings.queue_name, [t["id"] for t in freed])
-        for task in freed:  # a job Redis lost is made afresh
-            await enqueue(job.redis, task["id"], task["type"])
+        # a job Redis lost is made afresh
+        await enqueue_tasks(job.redis, [(t["id"], t["type"]) for t in freed])
     if freed:
         log.warning("sweeper: %s tasks of %s stopped workers (%s) queued again",
                     len(freed), len(stopped), ", ".join(stopped))

@@ -31,10 +31,10 @@ log = logging.getLogger("mailprov.queue")
 # Jobs written as arq writes them, each unless it or its result exists; a job with a
 # rate-limit log is counted first, and written only if allowed. KEYS: the queue, then per
 # job its key, its result's key and its log (its own key again when it has none); ARGV:
-# the jobs' expiry (ms), the logs' window (ms), then per job the job, its score (ms), its
-# id, the limit (-1: not counted) and a log member. -> per job {allowed (1/0), remaining,
-# reset ms, now ms} (1, 0, 0, 0 when not counted). In order, so that each count sees the
-# ones before it.
+# the jobs' expiry (ms), the logs' window (ms: ratelog.WINDOW_MS), then per job the job,
+# its score (ms), its id, the limit (-1: not counted) and a log member. -> per job
+# {allowed (1/0), remaining, reset ms, now ms} (1, 0, 0, 0 when not counted). In order,
+# so that each count sees the ones before it.
 ENQUEUE = ratelog.COUNT + """
 local out = {}
 for i = 0, (#KEYS - 1) / 3 - 1 do
@@ -60,11 +60,11 @@ _scripts: WeakKeyDictionary[ArqRedis, AsyncScript] = WeakKeyDictionary()
 @dataclass(frozen=True)
 class Job:
     """A task's job to queue; with `rate`, counted first in that rate-limit log:
-    (key, window ms, limit, a member unique to the request)."""
+    (key, limit, a member unique to the request)."""
 
     task_id: int
     task_type: str
-    rate: tuple[str, int, int, str] | None = None
+    rate: tuple[str, int, str] | None = None
 
 
 # (allowed, remaining, reset ms, now ms)
@@ -77,13 +77,11 @@ async def enqueue_all(arq: ArqRedis, jobs: Sequence[Job]) -> list[Counted]:
     if script is None:
         script = _scripts[arq] = arq.register_script(ENQUEUE)
     now = timestamp_ms()
-    window = next((job.rate[1] for job in jobs if job.rate is not None), 0)
     keys: list[str] = [arq.default_queue_name]
-    args: list[str | int | bytes] = [arq.expires_extra_ms, window]
+    args: list[str | int | bytes] = [arq.expires_extra_ms, ratelog.WINDOW_MS]
     for job in jobs:
         job_id = str(job.task_id)
-        key, _, limit, member = job.rate or (job_key_prefix + job_id, window, -1, "")
-        assert job.rate is None or job.rate[1] == window, "one window per script"
+        key, limit, member = job.rate or (job_key_prefix + job_id, -1, "")
         keys += [job_key_prefix + job_id, result_key_prefix + job_id, key]
         args += [serialize_job(job_name(job.task_type), (job.task_id,), {}, None, now,
                                serializer=arq.job_serializer), now, job_id, limit, member]
@@ -94,11 +92,19 @@ async def enqueue_all(arq: ArqRedis, jobs: Sequence[Job]) -> list[Counted]:
 async def enqueue(arq: ArqRedis, task_id: int, task_type: str) -> bool:
     """Queue the task's job. False when Redis is unreachable: the task is recorded all the
     same, and the worker's sweeper enqueues it once Redis is back."""
+    return await enqueue_tasks(arq, [(task_id, task_type)])
+
+
+async def enqueue_tasks(arq: ArqRedis, tasks: Sequence[tuple[int, str]]) -> bool:
+    """Queue the jobs of (task id, task type) pairs, in one script; False (and nothing
+    raised) when Redis is unreachable, as `enqueue`."""
+    if not tasks:
+        return True
     try:
-        await enqueue_all(arq, [Job(task_id, task_type)])
+        await enqueue_all(arq, [Job(task_id, task_type) for task_id, task_type in tasks])
     except (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        log.warning("task %s recorded but not enqueued (%s); the sweeper will retry",
-                    task_id, type(exc).__name__)
+        log.warning("tasks %s recorded but not enqueued (%s); the sweeper will retry",
+                    [task_id for task_id, _ in tasks], type(exc).__name__)
         return False
     return True
 

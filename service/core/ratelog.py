@@ -6,6 +6,9 @@ RateLimiter runs it alone (service/web/ratelimit.py); an accepted write runs it 
 same script as its job's enqueue (service/core/queue.py), one round trip for both.
 """
 
+# every limit is over a rolling hour
+WINDOW_MS = 3600 * 1000
+
 # count(key, window ms, limit, member) -> {allowed (1/0), remaining, reset ms, now ms}
 COUNT = """
 local function count(key, window, limit, member)

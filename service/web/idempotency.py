@@ -38,7 +38,7 @@ from aiohttp import web
 
 from service.core import secrets
 from service.core.errors import Conflict, Invalid
-from service.core.queue import enqueue
+from service.core.queue import enqueue_tasks
 from service.core.settings import IDEMPOTENCY_TTL_S
 from service.web.call import Call, Recording, task_location
 from service.web.state import ARQ, DB, IDEMPOTENCY_SLOTS, LIMITER, RATE, SETTINGS
@@ -132,6 +132,5 @@ async def run(call: Call, body: Mapping[str, Any],
             with contextlib.suppress(Exception):
                 await app[LIMITER].release(decision)
         raise
-    for task_id, task_type in recording.jobs:
-        await enqueue(app[ARQ], task_id, task_type)
+    await enqueue_tasks(app[ARQ], recording.jobs)
     return response

@@ -24,7 +24,6 @@ from service.core.queue import Counted, Job
 
 log = logging.getLogger("mailprov.web")
 
-HOUR_MS = 3600 * 1000
 # after Redis failed a read's count, reads skip it this long (a Redis that does not answer
 # at all would otherwise cost each of them the connect timeout)
 RETRY_REDIS_S = 1.0
@@ -123,7 +122,7 @@ class RateLimiter:
         key = self._key(bucket, account_id)
         try:
             allowed, remaining, reset, now = await self._sliding(
-                keys=[key], args=[HOUR_MS, limit, secrets.token_hex(8)]
+                keys=[key], args=[ratelog.WINDOW_MS, limit, secrets.token_hex(8)]
             )
         except BACKEND_DOWN as exc:
             if not local_fallback:
@@ -143,7 +142,7 @@ class RateLimiter:
         """The job of an accepted write of `bucket`, counted as it is queued (the
         queue's script runs the same sliding log)."""
         return Job(task_id, task_type,
-                   (self._key(bucket, account_id), HOUR_MS, limit, secrets.token_hex(8)))
+                   (self._key(bucket, account_id), limit, secrets.token_hex(8)))
 
     @staticmethod
     def decision(counted: Counted, limit: int) -> Decision:
