@@ -581,7 +581,7 @@ BEGIN
     END IF;
     RETURN QUERY SELECT p_address[i], verdicts[i] FROM generate_subscripts(p_address, 1) AS i;
 END $$;
--- Long polling (service/web/waiters.py): every change of a task's status or progress is
+-- Long polling (service/core/waiters.py): every change of a task's status or progress is
 -- announced on the channel `mailprov_tasks` as `<id>:<status>:<progress_done>`. NOTIFY is
 -- transactional: it is sent when the worker's transaction commits, so a poll it wakes
 -- reads what it announced, and it is never sent for a rolled-back chunk. A trigger, not

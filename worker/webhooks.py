@@ -98,7 +98,7 @@ async def deliver_one(job: JobContext, session: aiohttp.ClientSession) -> bool:
         else:
             state, retry_in = "pending", backoff(tries)
         await store.record_attempt(
-            delivery_id=row["id"], task_id=row["task_id"], state=state, retry_in_s=retry_in,
+            delivery_id=row["id"], state=state, retry_in_s=retry_in,
             attempt={"at": iso(datetime.now(UTC)), "status": status, "error": error})
     if error is not None:
         log.info("webhook delivery %s (task %s): attempt %s failed (%s); %s", row["id"],

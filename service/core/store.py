@@ -641,6 +641,6 @@ class Store:
         """A due delivery, locked until this store's transaction ends."""
         return await self._row("claim_delivery")
 
-    async def record_attempt(self, *, delivery_id: int, task_id: int,
-                             attempt: dict[str, Any], state: str, retry_in_s: float) -> None:
-        await self._run("record_attempt", delivery_id, task_id, attempt, state, retry_in_s)
+    async def record_attempt(self, *, delivery_id: int, attempt: dict[str, Any], state: str,
+                             retry_in_s: float) -> None:
+        await self._run("record_attempt", delivery_id, attempt, state, retry_in_s)

@@ -897,10 +897,10 @@ LIMIT 1
 FOR UPDATE OF d SKIP LOCKED;
 
 -- name: record_attempt
--- $3: the attempt ({"at", "status", "error"}); $4: 'delivered', 'failed' or 'pending';
--- $5: seconds until the next attempt, when pending.
+-- $2: the attempt ({"at", "status", "error"}); $3: 'delivered', 'failed' or 'pending';
+-- $4: seconds until the next attempt, when pending.
 UPDATE webhook_deliveries
-SET attempts = attempts || jsonb_build_array($3::jsonb), state = $4,
-    delivered_at = CASE WHEN $4 = 'delivered' THEN now() END,
-    next_attempt_at = now() + make_interval(secs => $5)
-WHERE id = $1 AND task_id = $2;
+SET attempts = attempts || jsonb_build_array($2::jsonb), state = $3,
+    delivered_at = CASE WHEN $3 = 'delivered' THEN now() END,
+    next_attempt_at = now() + make_interval(secs => $4)
+WHERE id = $1;
