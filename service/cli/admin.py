@@ -180,8 +180,7 @@ def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
 
 async def _account_webhook(db: Database, settings: Settings, account_id: int,
                            url: str) -> webhooks.NewWebhook:
-    if not await db.account_exists(account_id=account_id):
-        raise accounts.NoSuchAccount(accounts.NoSuchAccount.__doc__)
+    await accounts.require_account(db, account_id)
     return await webhooks.register(db, settings.secret_key, account_id, url,
                                    settings.webhook_allow_private)
 

@@ -84,10 +84,15 @@ class Grant:
         return self.domains is None or domain in self.domains
 
 
-async def create_key(db: Database, account_id: int, scope: Scope | None = None) -> str:
-    """Another key of an existing account, with everything or only part of its power."""
+async def require_account(db: Database, account_id: int) -> None:
+    """NoSuchAccount, naming the user_id, when there is no such account."""
     if not await db.account_exists(account_id=account_id):
         raise NoSuchAccount(f"no account with user_id {account_id}")
+
+
+async def create_key(db: Database, account_id: int, scope: Scope | None = None) -> str:
+    """Another key of an existing account, with everything or only part of its power."""
+    await require_account(db, account_id)
     return await _new_key(db, account_id, scope)
 
 
@@ -103,8 +108,7 @@ async def _new_key(store: Store, account_id: int, scope: Scope | None = None) ->
 
 async def list_keys(db: Database, account_id: int) -> list[Row]:
     """An account's keys, oldest first: prefix, scope, expiry and last use, never a key."""
-    if not await db.account_exists(account_id=account_id):
-        raise NoSuchAccount(f"no account with user_id {account_id}")
+    await require_account(db, account_id)
     return await db.list_keys(account_id=account_id)
 
 
